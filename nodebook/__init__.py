@@ -1,0 +1,12 @@
+"""nodebook: Neural Ordinary Differential Equations (Chen et al., NeurIPS 2018), reproduced.
+
+The public surface mirrors torchdiffeq, so readers can swap either way::
+
+    from nodebook import odeint, odeint_adjoint
+"""
+
+from nodebook.adjoint import odeint_adjoint
+from nodebook.solvers import SolveStats, odeint, record_stats
+
+__all__ = ["odeint", "odeint_adjoint", "record_stats", "SolveStats"]
+__version__ = "0.1.0"

@@ -1,0 +1,152 @@
+"""Load or train: the one way every chapter runs its long training.
+
+``load_or_train(name, settings, ...)`` looks for a finished run saved under
+exactly these settings (the file name carries a hash of them) and loads it;
+otherwise it trains step by step, saving a resumable checkpoint after every
+step, so a run that is killed continues from its last step when the same
+command is given again, and ends with the same result. A *step* is whatever
+unit the chapter chooses: an epoch, or a chunk of iterations.
+
+The finished checkpoint holds the model's weights and the training history
+(small: these are committed for the book profile); the resumable one also
+holds the optimizer, the scheduler and the torch random state.
+All files load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from nodebook.utils import REPO_ROOT, env_path
+
+
+def checkpoint_dir() -> Path:
+    """``$NODEBOOK_CHECKPOINTS`` or the repository's ``checkpoints/``."""
+    return env_path("NODEBOOK_CHECKPOINTS", REPO_ROOT / "checkpoints")
+
+
+def settings_key(settings: dict) -> str:
+    """A short stable hash of JSON-able settings (key order does not matter)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Run:
+    """What :func:`load_or_train` returns.
+
+    ``source`` is ``"loaded"`` (a finished checkpoint), ``"trained"`` (from
+    scratch) or ``"resumed"`` (continued from an interrupted run).
+    ``history`` has one dict per step, each with ``step`` and ``seconds``.
+    """
+
+    name: str
+    path: Path
+    source: str
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time summed over steps (as measured when the run trained)."""
+        return float(sum(row["seconds"] for row in self.history))
+
+    def describe(self) -> str:
+        how = {"loaded": "loaded the committed checkpoint", "trained": "trained from scratch",
+               "resumed": "resumed an interrupted run and finished it"}[self.source]
+        return (f"{self.name}: {how} ({len(self.history)} steps, "
+                f"{self.train_seconds:.0f} s of training) — {self.path.name}")
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _normalise(settings: dict) -> dict:
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step: Callable[[int], dict],
+                  num_steps: int, *, optimizer: torch.optim.Optimizer | None = None,
+                  scheduler=None, retrain: bool = False, directory: Path | None = None,
+                  progress: bool = True) -> Run:
+    """Load the finished run ``name`` trained with ``settings``, or train it.
+
+    Args:
+        name: the run's name, e.g. ``"mnist-odenet"``.
+        settings: JSON-able dict of everything that determines the result
+            (profile, seed, sizes, lr, ...). A checkpoint is reused only for
+            exactly these settings.
+        model: the module to load into / train in place.
+        train_step: ``train_step(step) -> dict`` trains one step (an epoch or
+            a chunk of iterations) and returns numbers to log. Draw all
+            randomness from torch's global generator so resumes are exact.
+        num_steps: how many steps make the run.
+        optimizer, scheduler: saved in the resumable checkpoint.
+        retrain: ignore a finished checkpoint and train again (still resumes
+            an interrupted retraining).
+        directory: where checkpoints live (default :func:`checkpoint_dir`).
+        progress: show a tqdm bar over steps.
+    """
+    settings = _normalise(dict(settings, num_steps=num_steps))
+    directory = Path(directory or checkpoint_dir())
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{settings_key(settings)}"
+    final, partial = directory / f"{stem}.pt", directory / f"{stem}.last.pt"
+    device = next(model.parameters()).device
+
+    if final.exists() and not retrain:
+        ckpt = torch.load(final, map_location=device, weights_only=True)
+        if ckpt["settings"] != settings:
+            raise ValueError(f"{final}: saved settings {ckpt['settings']} differ from {settings}")
+        model.load_state_dict(ckpt["model"])
+        model.eval()
+        return Run(name, final, "loaded", ckpt["history"])
+
+    history: list[dict] = []
+    source = "trained"
+    if partial.exists():
+        ckpt = torch.load(partial, map_location=device, weights_only=True)
+        if ckpt["settings"] != settings:
+            raise ValueError(f"{partial}: saved settings {ckpt['settings']} differ from {settings}")
+        model.load_state_dict(ckpt["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"].cpu())
+        if torch.cuda.is_available() and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+        history = ckpt["history"]
+        source = "resumed"
+
+    model.train()
+    steps = range(len(history), num_steps)
+    for step in tqdm(steps, desc=name, initial=len(history), total=num_steps, disable=not progress):
+        start = time.perf_counter()
+        row = dict(train_step(step))
+        row.update(step=step, seconds=time.perf_counter() - start)
+        history.append(row)
+        _save_atomic({
+            "settings": settings, "history": history, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }, partial)
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _save_atomic({"settings": settings, "history": history, "model": state}, final)
+    partial.unlink(missing_ok=True)
+    model.eval()
+    return Run(name, final, source, history)

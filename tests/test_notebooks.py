@@ -1,0 +1,94 @@
+"""Every chapter in _toc.yml, executed with papermill at the smoke profile.
+
+The executed copies land in ``_build/smoke/``; ``make test`` then runs nbval
+(lax) over them. Chapters assert their own claims in cells, so a wrong result
+fails here. One test class per chapter lets pytest-xdist (``--dist loadscope``)
+run chapters in parallel.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from nodebook.book import run_notebook, toc_chapters
+from nodebook.utils import REPO_ROOT
+
+SMOKE_DIR = REPO_ROOT / "_build" / "smoke"
+BROKEN = Path(__file__).parent / "fixtures" / "broken.ipynb"
+COLAB_CELL = REPO_ROOT / "scripts" / "colab_cell.py"
+
+
+def _chapter_test(notebook: Path):
+    def test_executes_at_smoke(self):
+        out = SMOKE_DIR / notebook.name
+        run_notebook(notebook, out, profile="smoke")
+        executed = nbformat.read(out, as_version=4)
+        errors = [o for c in executed.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors
+
+    def test_parameters_cell_has_literals_only(self):
+        nb = nbformat.read(notebook, as_version=4)
+        cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(cells) == 1, "exactly one cell tagged 'parameters'"
+        import ast
+        for node in ast.parse(cells[0].source).body:
+            assert isinstance(node, ast.Assign), ast.dump(node)
+            ast.literal_eval(node.value)  # raises on anything but a literal
+        assert "profile" in cells[0].source
+
+    def test_colab_cell_first_and_hidden(self):
+        nb = nbformat.read(notebook, as_version=4)
+        first = nb.cells[0]
+        assert first.cell_type == "code"
+        assert first.source.strip() == COLAB_CELL.read_text().strip(), "first cell must be scripts/colab_cell.py"
+        assert "remove-cell" in first.metadata.get("tags", [])
+
+    return {"test_executes_at_smoke": test_executes_at_smoke,
+            "test_parameters_cell_has_literals_only": test_parameters_cell_has_literals_only,
+            "test_colab_cell_first_and_hidden": test_colab_cell_first_and_hidden}
+
+
+for _nb in toc_chapters():
+    _name = "TestChapter_" + _nb.stem
+    globals()[_name] = type(_name, (), _chapter_test(_nb))
+
+
+class TestHarnessBites:
+    """A deliberately broken notebook must fail every path a chapter goes through."""
+
+    def test_papermill_fails(self, tmp_path):
+        with pytest.raises(papermill.PapermillExecutionError, match="deliberately broken"):
+            run_notebook(BROKEN, tmp_path / "broken.ipynb", profile="smoke")
+
+    def test_nbval_fails(self, tmp_path):
+        copy = tmp_path / "broken.ipynb"
+        copy.write_text(BROKEN.read_text())
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-p", "no:cacheprovider",
+                               "--nbval-lax", str(copy), "--rootdir", str(tmp_path), "-q"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 1, proc.stdout[-2000:]
+        assert "deliberately broken" in proc.stdout
+
+    def test_book_build_fails(self, tmp_path):
+        (tmp_path / "broken.ipynb").write_text(BROKEN.read_text())
+        (tmp_path / "intro.md").write_text("# Broken book\n")
+        (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: intro\nchapters:\n  - file: broken\n")
+        (tmp_path / "_config.yml").write_text(textwrap.dedent("""\
+            title: broken
+            only_build_toc_files: true
+            execute:
+              execute_notebooks: force
+              allow_errors: false
+            """))
+        jb = Path(sys.executable).parent / "jupyter-book"
+        proc = subprocess.run([str(jb), "build", str(tmp_path), "-W", "-n", "--keep-going"],
+                              capture_output=True, text=True)
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        assert "broken" in (proc.stdout + proc.stderr)
