@@ -34,6 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: env
+	rm -rf _build/smoke
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope --nbval-lax _build/smoke
 

@@ -91,3 +91,12 @@ def run_notebook(notebook, output, profile: str, **parameters):
     return papermill.execute_notebook(
         str(notebook), str(output), parameters=dict(profile=profile, **parameters),
         kernel_name="python3", cwd=str(notebook.parent), progress_bar=False)
+
+
+def markdown_table(header: list, rows: list):
+    """A table for the page from computed values: ``markdown_table(["model", "ours"], [[...], ...])``."""
+    from IPython.display import Markdown
+
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("–" if v is None else str(v) for v in row) + " |" for row in rows]
+    return Markdown("\n".join(lines))

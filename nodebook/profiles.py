@@ -33,9 +33,9 @@ SETTINGS: dict[str, dict[str, dict]] = {
     "adjoint": {
         "smoke": dict(num_hiddens=16, tolerances=[1e-6, 1e-10], memory_steps=[10, 100, 1000],
                       nfe_tolerances=[1e-3, 1e-5], nfe_iterations=20),
-        "book": dict(num_hiddens=32, tolerances=[1e-4, 1e-6, 1e-8, 1e-10, 1e-12],
+        "book": dict(num_hiddens=16, tolerances=[1e-4, 1e-6, 1e-8, 1e-10],
                      memory_steps=[10, 30, 100, 300, 1000, 3000],
-                     nfe_tolerances=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7], nfe_iterations=300),
+                     nfe_tolerances=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7], nfe_iterations=200),
         "paper": dict(num_hiddens=64, tolerances=[1e-4, 1e-6, 1e-8, 1e-10, 1e-12],
                       memory_steps=[10, 30, 100, 300, 1000, 3000, 10000],
                       nfe_tolerances=[1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8], nfe_iterations=2000),
