@@ -1,0 +1,132 @@
+"""Every exception message the solvers raise, in one place.
+
+Each helper returns a ready-to-raise exception, so that the text a user sees
+for a given mistake is written once and tested once
+(``tests/test_solver_errors.py``).
+"""
+
+from __future__ import annotations
+
+
+class StepSizeError(RuntimeError):
+    """The adaptive step size fell below what the time variable can resolve."""
+
+
+class MaxStepsError(RuntimeError):
+    """An integration needed more steps than ``options["max_num_steps"]``."""
+
+
+class NonFiniteError(FloatingPointError):
+    """The state or its derivative became NaN or infinite."""
+
+
+def t_not_tensor(t) -> TypeError:
+    return TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+
+
+def y0_not_tensor(y0) -> TypeError:
+    return TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+
+
+def bad_y0_dtype(dtype) -> TypeError:
+    return TypeError(
+        f"y0 must have a real floating-point dtype (float16, bfloat16, float32, "
+        f"float64), got {dtype}")
+
+
+def bad_t_dtype(dtype) -> TypeError:
+    return TypeError(f"t must have a real floating-point dtype, got {dtype}")
+
+
+def t_not_1d(shape) -> ValueError:
+    return ValueError(f"t must be 1-D, got a tensor of shape {tuple(shape)}")
+
+
+def t_too_short(n: int) -> ValueError:
+    return ValueError(f"t must hold at least 2 time points, got {n}")
+
+
+def t_not_monotonic() -> ValueError:
+    return ValueError("t must be strictly increasing or decreasing")
+
+
+def t_not_finite() -> ValueError:
+    return ValueError("t contains non-finite values (NaN or inf)")
+
+
+def y0_not_finite() -> ValueError:
+    return ValueError("y0 contains non-finite values (NaN or inf)")
+
+
+def bad_tolerance(name: str, value) -> ValueError:
+    return ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+def unknown_method(method, valid) -> ValueError:
+    return ValueError(
+        f"unknown method {method!r}; valid methods are: {', '.join(sorted(valid))}")
+
+
+def unknown_options(method: str, unknown, valid) -> ValueError:
+    return ValueError(
+        f"unknown option(s) {sorted(unknown)} for method {method!r}; "
+        f"valid options are: {', '.join(sorted(valid))}")
+
+
+def bad_option(name: str, value, requirement: str) -> ValueError:
+    return ValueError(f"option {name!r} must be {requirement}, got {value!r}")
+
+
+def bad_func_shape(got, expected) -> ValueError:
+    return ValueError(
+        f"func returned a tensor of shape {tuple(got)}, but y0 has shape "
+        f"{tuple(expected)}; dy/dt must have the shape of the state")
+
+
+def bad_func_dtype(got, expected) -> TypeError:
+    return TypeError(
+        f"func returned dtype {got}, but y0 has dtype {expected}; "
+        f"dy/dt must have the dtype of the state")
+
+
+def func_not_tensor(got) -> TypeError:
+    return TypeError(f"func must return a torch.Tensor, got {type(got).__name__}")
+
+
+def non_finite_derivative(t: float) -> NonFiniteError:
+    return NonFiniteError(f"func returned non-finite values (NaN or inf) at t={t!r}")
+
+
+def non_finite_state(t: float) -> NonFiniteError:
+    return NonFiniteError(
+        f"the solution became non-finite (NaN or inf) at t={t!r}")
+
+
+def non_finite_step(t: float) -> NonFiniteError:
+    return NonFiniteError(
+        f"non-finite values (NaN or inf) in every attempted step from t={t!r}, "
+        f"even after shrinking the step size")
+
+
+def step_size_underflow(t: float, h: float) -> StepSizeError:
+    return StepSizeError(
+        f"step size underflow: the step size fell to {abs(h):.3g} at t={t!r}, "
+        f"below what the time variable can resolve; the solution may blow up "
+        f"(finite-time singularity) or the problem is too stiff for this method")
+
+
+def max_steps_exceeded(max_num_steps: int, t: float) -> MaxStepsError:
+    return MaxStepsError(
+        f"max_num_steps={max_num_steps} exceeded at t={t!r}; raise "
+        f"options['max_num_steps'] or loosen rtol/atol")
+
+
+def adjoint_func_not_module(func) -> TypeError:
+    return TypeError(
+        f"odeint_adjoint needs func to be a torch.nn.Module (to find its "
+        f"parameters) unless adjoint_params is given; got {type(func).__name__}")
+
+
+def adjoint_bad_norm(value) -> ValueError:
+    return ValueError(
+        f"adjoint_options['norm'] must be 'seminorm', 'mixed' or a callable, got {value!r}")

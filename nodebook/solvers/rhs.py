@@ -1,0 +1,42 @@
+"""The right-hand side ``func(t, y)`` as the steppers call it.
+
+Steppers keep time as Python floats (float64 whatever the state's dtype, and
+no device round trips to compare times); ``func`` still receives ``t`` as a
+0-d tensor of the state's dtype and device, as in torchdiffeq. The first
+evaluation is checked: a tensor of the state's shape and dtype, finite.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nodebook.solvers import errors
+
+
+class RHS:
+    """Wraps ``func`` for a state shaped like ``y0`` (any shape ``S``)."""
+
+    __slots__ = ("func", "shape", "dtype", "device")
+
+    def __init__(self, func, y0: torch.Tensor):
+        self.func = func
+        self.shape = y0.shape
+        self.dtype = y0.dtype
+        self.device = y0.device
+
+    def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        """dy/dt at time ``t`` (float) for ``y`` of shape S; returns shape S."""
+        return self.func(torch.scalar_tensor(t, dtype=self.dtype, device=self.device), y)
+
+    def checked(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        """Like ``__call__``, but validates the result (used on the first call)."""
+        f = self(t, y)
+        if not isinstance(f, torch.Tensor):
+            raise errors.func_not_tensor(f)
+        if f.shape != self.shape:
+            raise errors.bad_func_shape(f.shape, self.shape)
+        if f.dtype != self.dtype:
+            raise errors.bad_func_dtype(f.dtype, self.dtype)
+        if not bool(torch.isfinite(f).all()):
+            raise errors.non_finite_derivative(t)
+        return f
