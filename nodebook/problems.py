@@ -22,7 +22,7 @@ class Problem:
     y0: torch.Tensor
     t0: float
     t1: float
-    exact: Callable[[torch.Tensor], torch.Tensor]
+    exact: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def times(self, n: int = 2, dtype=torch.float64) -> torch.Tensor:
         return torch.linspace(self.t0, self.t1, n, dtype=dtype)
@@ -63,3 +63,13 @@ def harmonic(omega: float = 2 * math.pi, t1: float = 3.0) -> Problem:
         return torch.stack([torch.cos(omega * t), -omega * torch.sin(omega * t)], dim=-1)
 
     return Problem("harmonic oscillator", func, torch.tensor([1.0, 0.0], dtype=torch.float64), 0.0, t1, exact)
+
+
+def van_der_pol(mu: float = 5.0, t1: float = 12.0) -> Problem:
+    """x'' = mu (1 - x^2) x' - x as (x, v): slow drifts and fast jumps, so an adaptive
+    solver's steps vary by orders of magnitude. No closed-form solution."""
+    def func(t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, mu * (1 - x ** 2) * v - x], dim=-1)
+
+    return Problem(f"Van der Pol, mu = {mu:g}", func, torch.tensor([2.0, 0.0], dtype=torch.float64), 0.0, t1)

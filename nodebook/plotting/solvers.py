@@ -55,7 +55,7 @@ def plot_adaptive_steps(t_dense, y_dense, step_times, labels=("x", "v")):
                                       gridspec_kw={"height_ratios": [2, 1]})
     for i, label in enumerate(labels):
         top.plot(t_dense, y_dense[:, i], lw=1.5, label=label)
-        top.plot(step_times, np.interp(step_times, t_dense, y_dense[:, i]), "k|", ms=10)
+        top.plot(step_times, np.interp(step_times, t_dense, y_dense[:, i]), "k|", ms=5, alpha=0.6)
     top.set(ylabel="state", title=f"dopri5: {len(step_times) - 1} accepted steps (ticks)")
     top.legend()
     bottom.step(step_times[1:], np.diff(step_times), where="pre", color=COLORS["ode"])
