@@ -9,7 +9,7 @@
 (c) forward + backward time of the adjoint against backpropagation.
 
 Repeats are interleaved (A, B, A, B, ...; the order alternates) and medians
-reported. Writes ``results/benchmarks.json`` (or ``$NODEBOOK_RESULTS_DIR``)::
+reported. Writes ``benchmarks/solvers.json`` (the appendix chapter renders it)::
 
     python benchmarks/bench_solvers.py [--repeats 11] [--out PATH] [--figure PATH]
 """
@@ -265,8 +265,7 @@ def main(argv=None):
         "c": bench_adjoint(args.repeats),
     }
     if args.out is None:
-        from nodebook.results import results_dir
-        args.out = results_dir() / "benchmarks.json"
+        args.out = Path(__file__).resolve().parent / "solvers.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     print(report(data))

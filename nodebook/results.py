@@ -68,8 +68,6 @@ def scorecard_markdown(directory: Path | None = None, profiles=("book", "paper")
     lines = ["| chapter | quantity | ours | paper | unit | profile | device | seconds |",
              "|---|---|---|---|---|---|---|---|"]
     for path in sorted(directory.glob("*.json")):
-        if path.stem == "benchmarks":
-            continue
         for row in load_rows(path):
             if row["profile"] not in profiles:
                 continue

@@ -66,8 +66,7 @@ class TestResults:
         from nodebook.results import load_rows
         from nodebook.utils import REPO_ROOT
         for path in (REPO_ROOT / "results").glob("*.json"):
-            if path.stem != "benchmarks":
-                assert load_rows(path), path
+            assert load_rows(path), path
 
 
 class _Interrupt(Exception):

@@ -1,7 +1,7 @@
 """Figure for the solver benchmarks (``benchmarks/bench_solvers.py``).
 
 ``plot_benchmarks(data)`` takes the dictionary written to
-``results/benchmarks.json`` and returns one figure: the top row is error
+``benchmarks/solvers.json`` and returns one figure: the top row is error
 against NFE for each test problem (part b), the bottom row the wall times of
 dopri5 on the MLP ODE (part a) and of the adjoint against backpropagation
 (part c).
