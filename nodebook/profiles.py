@@ -51,7 +51,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
     },
     "benchmarks": {
         "smoke": dict(live_repeats=3),
-        "book": dict(live_repeats=11),
+        "book": dict(live_repeats=7),
         "paper": dict(live_repeats=31),
     },
     "adjoint": {
