@@ -133,3 +133,18 @@ def test_step_times_record_the_accepted_steps(method):
     assert all(b > a for a, b in zip(steps, steps[1:]))
     if method == "dopri5":  # dense output: requested times do not add steps
         assert many.solves[0].step_times == steps
+
+
+def test_nested_blocks_both_record():
+    func = lambda t, y: -y  # noqa: E731
+    y0, t = torch.ones(1, dtype=D), torch.tensor([0.0, 1.0], dtype=D)
+    with record_stats() as outer:
+        with record_stats() as inner:  # equal (empty) logs on entry: removal must be by identity
+            pass
+        odeint(func, y0, t)
+        with record_stats() as inner:
+            odeint(func, y0, t)
+    assert len(outer.solves) == 2 and len(inner.solves) == 1
+    with record_stats() as after:
+        pass
+    assert after.solves == []

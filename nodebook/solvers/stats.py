@@ -45,7 +45,7 @@ class SolveStats:
         return self.n_accepted + self.n_rejected
 
 
-@dataclass
+@dataclass(eq=False)  # logs are compared by identity (record_stats removes its own)
 class StatsLog:
     """What one ``record_stats()`` block saw: ``solves`` in start order."""
 

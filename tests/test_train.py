@@ -1,0 +1,124 @@
+"""nodebook.train: the recipe's schedule, interrupt-and-resume, NFE logs, memory and Fig. 3 helpers."""
+
+import pytest
+import torch
+
+from nodebook.data.mnist import MNIST
+from nodebook.models import mnist as models
+from nodebook.train import (adjoint_nfe, evaluate, fit, memory_vs_depth, scaled_lr, step_schedule,
+                            time_per_batch, tolerance_sweep, training_memory)
+
+
+def _tiny_data(n=96, seed=0):
+    """Images with a learnable signal: the label's row of pixels is bright."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = 0.2 * torch.rand(n, 1, 28, 28, generator=g)
+    x[torch.arange(n), 0, 2 + 2 * y, :] = 1.0
+    return MNIST(x[:64], y[:64], x[64:], y[64:], "tiny synthetic")
+
+
+def test_schedule_scales_the_recipe():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=scaled_lr(0.1, 256))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+    sched = step_schedule(opt, total_iterations=320)  # 160 epochs of 2 iterations
+    lrs = []
+    for _ in range(320):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[119] == pytest.approx(0.2) and lrs[120] == pytest.approx(0.02)  # epoch 60
+    assert lrs[199] == pytest.approx(0.02) and lrs[200] == pytest.approx(0.002)  # epoch 100
+    assert lrs[279] == pytest.approx(0.002) and lrs[280] == pytest.approx(0.0002)  # epoch 140
+
+
+def _run(tmp_path, on_batch=None, augment=True):
+    torch.manual_seed(0)
+    net = models.odenet("rk4", options={"step_size": 1.0})
+    data = _tiny_data()
+    run = fit("t-ode", net, data, {"test": 1}, num_epochs=3, batch_size=16, augment=augment, on_batch=on_batch,
+              directory=tmp_path, progress=False)
+    return net, run
+
+
+def test_interrupt_and_resume_gives_the_same_weights(tmp_path):
+    reference, ref_run = _run(tmp_path / "straight")
+    assert ref_run.source == "trained" and len(ref_run.history) == 3
+
+    def killer(epoch, i):
+        if epoch == 1 and i == 2:
+            raise KeyboardInterrupt("killed mid-epoch")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "killed", on_batch=killer)
+    partial = list((tmp_path / "killed").glob("*.last.pt"))
+    assert len(partial) == 1 and torch.load(partial[0], weights_only=True)["history"][-1]["step"] == 0
+    resumed, run = _run(tmp_path / "killed")
+    assert run.source == "resumed" and [r["step"] for r in run.history] == [0, 1, 2]
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert run.history[-1]["test_accuracy"] == ref_run.history[-1]["test_accuracy"]
+    loaded, again = _run(tmp_path / "killed")
+    assert again.source == "loaded" and torch.load(again.path, weights_only=True)["history"] == run.history
+
+
+def test_history_logs_nfe_accuracy_and_loss(tmp_path):
+    torch.manual_seed(0)
+    net = models.odenet("rk4", options={"step_size": 0.5})
+    data = _tiny_data()
+    calls = []
+    run = fit("t-log", net, data, {}, num_epochs=2, batch_size=16, lr=0.1, augment=False, directory=tmp_path,
+              progress=False, probe=lambda m: (calls.append(1), {"probe_value": 7})[1], probe_every=3)
+    first, last = run.history
+    assert set(first) >= {"loss", "train_accuracy", "test_accuracy", "nfe_forward", "nfe_backward", "lr",
+                          "train_seconds", "seconds", "step", "probe_value", "probes"}
+    assert first["nfe_forward"] == 8 and first["nfe_backward"] == 8  # 2 rk4 steps, forward and adjoint
+    assert last["loss"] < first["loss"]
+    assert [p["iteration"] for p in first["probes"] + last["probes"]] == [0, 3, 4, 6, 8]
+    assert len(calls) == 5
+
+
+def test_rknet_has_no_backward_solve_and_evaluate_counts(tmp_path):
+    torch.manual_seed(0)
+    net = models.rknet(2)
+    data = _tiny_data()
+    run = fit("t-rk", net, data, {}, num_epochs=1, batch_size=32, directory=tmp_path, progress=False)
+    assert run.history[0]["nfe_forward"] == 8 and run.history[0]["nfe_backward"] == 0
+    result = evaluate(net, data.test_x, data.test_y)
+    assert result["nfe_forward"] == 8 and 0 <= result["accuracy"] <= 1
+    assert result["accuracy"] == run.history[0]["test_accuracy"]
+
+
+def test_memory_flat_for_adjoint_linear_for_resnet():
+    torch.manual_seed(0)
+    x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
+    rows = memory_vs_depth([1, 2, 4], x, y)
+    assert rows[0]["kind"] == "saved tensors"
+    assert rows[0]["odenet"] == rows[1]["odenet"] == rows[2]["odenet"]
+    res = [r["resnet"] for r in rows]
+    rk = [r["rknet"] for r in rows]
+    assert res[0] < res[1] < res[2] and rk[0] < rk[1] < rk[2]
+    assert (res[2] - res[1]) == pytest.approx(2 * (res[1] - res[0]), rel=0.01)  # linear in blocks
+    assert training_memory(models.resnet(1), x, y)["bytes"] == rows[0]["resnet"]
+    assert time_per_batch(models.mlp(), x, y, repeats=1) > 0
+
+
+def test_tolerance_sweep_and_adjoint_nfe():
+    torch.manual_seed(0)
+    net = models.odenet("rk4", options={"step_size": 0.5})
+    data = _tiny_data()
+    sweep = tolerance_sweep(net, data.test_x, data.test_y, [1e-1, 1e-4], batch_size=16)
+    assert [r["tol"] for r in sweep] == [1e-1, 1e-4]
+    assert sweep[0]["nfe"] < sweep[1]["nfe"] and all(0 <= r["error"] <= 1 for r in sweep)
+    assert net.ode_block.method == "rk4"  # restored
+    rows = adjoint_nfe(net, data.train_x[:8], data.train_y[:8], [1e-1, 1e-4])
+    assert all(r["nfe_backward"] > 0 for r in rows) and rows[0]["nfe_forward"] < rows[1]["nfe_forward"]
+    with pytest.raises(ValueError, match="adjoint"):
+        adjoint_nfe(models.rknet(1), data.train_x[:8], data.train_y[:8], [1e-1])
+
+
+def test_memory_of_a_slice_counts_only_the_batch():
+    big_x, big_y = torch.rand(1000, 1, 28, 28), torch.randint(0, 10, (1000,))
+    net = models.mlp()
+    assert training_memory(net, big_x[:4], big_y[:4]) == training_memory(net, big_x[:4].clone(), big_y[:4].clone())
+    assert training_memory(net, big_x[:4], big_y[:4])["bytes"] < 2e6  # not the 3 MB of the whole tensor
