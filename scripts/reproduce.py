@@ -2,17 +2,20 @@
 
 Each chapter in ``_toc.yml`` is executed with papermill into
 ``_build/reproduce/<profile>/`` (the executed notebooks are kept) and
-refreshes its rows in ``results/``. At the ``book`` profile the chapters
+refreshes its rows in ``results/`` (at ``smoke``, in the build folder
+instead). At the ``book`` profile the chapters
 retrain from scratch (``retrain=True``) and overwrite the committed
 checkpoints; at ``paper`` they resume any interrupted run.
 """
 
 import argparse
+import os
 import sys
 import time
 
 from nodebook.book import run_notebook, toc_chapters
 from nodebook.profiles import PROFILES
+from nodebook.results import results_dir
 from nodebook.utils import REPO_ROOT, format_seconds
 
 
@@ -25,6 +28,9 @@ def main(argv=None) -> int:
 
     retrain = args.profile == "book" and not args.no_retrain
     out_dir = REPO_ROOT / "_build" / "reproduce" / args.profile
+    if args.profile == "smoke":  # smoke runs never touch the committed results and checkpoints
+        os.environ["NODEBOOK_RESULTS_DIR"] = str(out_dir / "results")
+        os.environ["NODEBOOK_CHECKPOINTS"] = str(out_dir / "checkpoints")
     chapters = [nb for nb in toc_chapters() if args.only is None or nb.stem in args.only]
     for notebook in chapters:
         start = time.perf_counter()
@@ -32,7 +38,7 @@ def main(argv=None) -> int:
         run_notebook(notebook, out_dir / notebook.name, profile=args.profile, retrain=retrain)
         print(f"[{args.profile}] {notebook.name} done in {format_seconds(time.perf_counter() - start)}",
               flush=True)
-    print(f"Executed notebooks: {out_dir}\nResults: {REPO_ROOT / 'results'}")
+    print(f"Executed notebooks: {out_dir}\nResults: {results_dir()}")
     return 0
 
 
