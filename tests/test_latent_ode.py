@@ -113,6 +113,29 @@ def test_rnn_extrapolate_matches_teacher_forcing_on_its_own_outputs():
     torch.testing.assert_close(out, teacher[:, 4:])
 
 
+def test_gap_rnn_predicts_a_velocity():
+    """The gap-aware RNN's step is the gap times its output: a zero gap means no move, and its
+    rollout on a finer grid moves by proportionally smaller steps (no runaway on small test gaps)."""
+    torch.manual_seed(0)
+    net = rnn.RNNForecaster(use_gaps=True).eval()
+    y = torch.randn(3, 5, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(net(y, torch.zeros(3, 5))[0], y)
+        out, h = net.rnn(torch.cat([y, torch.full((3, 5, 1), 0.1)], dim=-1))
+        torch.testing.assert_close(net(y, torch.full((3, 5), 0.1))[0], y + 0.1 * net.head(out))
+
+
+def test_rnn_train_step_clips_gradients(batch):
+    data, obs = batch
+    torch.manual_seed(0)
+    net = rnn.RNNForecaster(use_gaps=True)
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    step = rnn.make_train_step(net, opt, obs.y, obs.t, 15, 4, 1, max_grad_norm=1e-3)
+    assert torch.isfinite(torch.tensor(step(0)["loss"]))
+    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
+    assert float(norm) <= 1e-3 * (1 + 1e-4)
+
+
 def test_neural_vector_field_window_loss_has_gradients():
     traj = cubic_spiral(num_points=100, t_end=2.5, seed=0)
     torch.manual_seed(0)

@@ -17,9 +17,13 @@ class RNNForecaster(nn.Module):
     """A GRU with ``num_hiddens`` units that predicts the next observation.
 
     Input at step i: ``y_i`` (and, with ``use_gaps``, the time gap ``Δ_i`` from
-    ``t_i`` to the time to predict). Output: ``y_i + head(h_i)``, the prediction
-    at ``t_i + Δ_i`` (predicting the increment keeps a fresh model near
-    "stay where you are").
+    ``t_i`` to the time to predict). Output: the prediction at ``t_i + Δ_i``,
+    ``y_i + head(h_i)`` for the plain RNN (predicting the increment keeps a fresh
+    model near "stay where you are") and ``y_i + Δ_i · head(h_i)`` with
+    ``use_gaps``: that RNN predicts a *velocity*, so its step shrinks with the
+    gap. Without the scaling it learns the step for the gaps it was trained on
+    (about ``π / n`` here) and, rolled out on the test grid's smaller gaps, runs
+    far ahead of the spiral.
     """
 
     def __init__(self, obs_dim: int = 2, num_hiddens: int = 25, use_gaps: bool = False):
@@ -43,7 +47,11 @@ class RNNForecaster(nn.Module):
         forecast for the time ``t_i + gaps[:, i]``.
         """
         out, h = self.rnn(self._inputs(y, gaps), None if h is None else h[None])
-        return y + self.head(out), h[0]
+        return self._step(y, self.head(out), gaps), h[0]
+
+    def _step(self, y, increment, gaps):
+        """``y + increment`` (plain) or ``y + gap * increment`` (``use_gaps``: a velocity)."""
+        return y + (increment * gaps[..., None] if self.use_gaps else increment)
 
     def extrapolate(self, y: torch.Tensor, gaps: torch.Tensor | None, future_gaps: torch.Tensor) -> torch.Tensor:
         """Read the observations ``y`` (B, n, d), then roll out ``len(future_gaps)`` predictions.
@@ -58,10 +66,11 @@ class RNNForecaster(nn.Module):
         outputs = [current]
         future_gaps = future_gaps.expand(y.shape[0], -1)
         for k in range(1, future_gaps.shape[1]):
-            inputs = current if not self.use_gaps else torch.cat([current, future_gaps[:, k, None]], dim=-1)
+            gap = future_gaps[:, k]
+            inputs = current if not self.use_gaps else torch.cat([current, gap[:, None]], dim=-1)
             _, h = self.rnn(inputs[:, None], h[None])
             h = h[0]
-            current = current + self.head(h)
+            current = self._step(current, self.head(h), gap)
             outputs.append(current)
         return torch.stack(outputs, dim=1)
 
@@ -101,9 +110,13 @@ def rollout_loss(model: RNNForecaster, y: torch.Tensor, t: torch.Tensor, num_con
 
 def make_train_step(model: RNNForecaster, optimizer: torch.optim.Optimizer, y: torch.Tensor,
                     t: torch.Tensor, num_context: int, batch_size: int, iterations: int,
-                    window: int | None = None, scheduler=None):
+                    window: int | None = None, scheduler=None, max_grad_norm: float | None = None):
     """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
     Adam steps on :func:`rollout_loss`.
+
+    ``max_grad_norm`` clips the gradient's global norm before each step
+    (backpropagating through a long rollout of its own predictions, an RNN's
+    gradient can spike).
 
     ``y`` (N, n, d) with times ``t`` (N, n) or (n,): each iteration draws
     ``batch_size`` sequences (torch's global generator); with ``window`` it
@@ -126,6 +139,8 @@ def make_train_step(model: RNNForecaster, optimizer: torch.optim.Optimizer, y: t
             optimizer.zero_grad()
             loss = rollout_loss(model, yb, tb, num_context)
             loss.backward()
+            if max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             optimizer.step()
             total += loss.item() / iterations
         if scheduler is not None:
