@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/data/mnist/raw),)
 export NODEBOOK_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: env test test-unit test-notebooks book test-book reproduce bench lab clean
+.PHONY: env test test-unit book test-book reproduce bench lab clean
 
 env: $(VENV)/.installed
 
@@ -46,7 +46,8 @@ book: env
 
 # Builds the book, then loads every chapter in headless Chromium (Debian's).
 test-book: book
-	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
+	(command -v chromium || command -v google-chrome) >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium chromium-driver)
 	$(PY) -m pip install -q -c $(VENV)/constraints.txt -e ".[browser]"
 	$(PY) -m pytest -p no:xdist browser_tests
 
