@@ -233,8 +233,6 @@ def train_mnist_model(kind: str, data, settings: dict, *, seed: int, device, ret
     model = build(kind, settings).to(device)
     keys = {"odenet": ("ode_method", "ode_step_size", "tol"), "rknet": ("rk_step_size",)}.get(kind, ())
     run_settings = dict(model=kind, seed=seed, **{k: settings[k] for k in keys})
-    if data.is_subset:  # a run on the offline sample never loads (or overwrites) a full-MNIST checkpoint
-        run_settings["data"] = data.name
     probe = None
     if kind == "odenet":
         probe = adaptive_nfe_probe(data.test_x[:settings["probe_size"]], "dopri5", settings["tol"])
