@@ -150,3 +150,34 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
     partial.unlink(missing_ok=True)
     model.eval()
     return Run(name, final, source, history)
+
+
+def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.optim.Optimizer,
+                 iterations: int, *, scheduler=None, max_grad_norm: float | None = None,
+                 name: str = "loss") -> Callable[[int], dict]:
+    """A ``train_step(step)`` for :func:`load_or_train` made of ``iterations`` optimizer steps.
+
+    ``loss_fn()`` draws its own batch (from torch's global generator, so resumes
+    are exact) and returns a scalar loss, or ``(loss, extras)`` with a dict of
+    floats to log. Gradients are clipped to ``max_grad_norm`` if given; the
+    ``scheduler`` steps once per chunk. The step returns the chunk's means:
+    ``{name: ..., **extras}``.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def train_step(step: int) -> dict:
+        totals: dict[str, float] = {}
+        for _ in range(iterations):
+            optimizer.zero_grad()
+            out = loss_fn()
+            loss, extras = out if isinstance(out, tuple) else (out, {})
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            for key, value in {name: loss.item(), **extras}.items():
+                totals[key] = totals.get(key, 0.0) + value / iterations
+        if scheduler is not None:
+            scheduler.step()
+        return totals
+    return train_step

@@ -141,3 +141,24 @@ class TestChapter:
     def test_toc_lists_existing_notebooks(self):
         chapters = toc_chapters()
         assert chapters and all(p.suffix == ".ipynb" and p.exists() for p in chapters)
+
+
+class TestChunkedStep:
+    def test_means_extras_scheduler_and_clipping(self):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.tensor([3.0]))
+        opt = torch.optim.SGD([w], lr=0.1)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        losses = []
+
+        def loss_fn():
+            loss = 100 * (w ** 2).sum()  # gradient 600 at w = 3: clipped to norm 1
+            losses.append(loss.item())
+            return loss, {"w": w.item()}
+
+        from nodebook.checkpoint import chunked_step
+        row = chunked_step(loss_fn, opt, 4, scheduler=sched, max_grad_norm=1.0, name="obj")(0)
+        assert set(row) == {"obj", "w"}
+        assert row["obj"] == pytest.approx(sum(losses) / 4)
+        assert w.item() == pytest.approx(3.0 - 4 * 0.1)  # four clipped steps of lr * 1
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.05)  # the scheduler stepped once

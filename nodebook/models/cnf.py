@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from nodebook import odeint, odeint_adjoint, record_stats
+from nodebook.checkpoint import chunked_step
 from nodebook.models.planar import PlanarFlow, standard_normal_logprob
 
 TRACES = ("exact", "hutchinson", "analytic")
@@ -267,30 +268,12 @@ def reverse_kl(model: nn.Module, log_target, num_samples: int) -> torch.Tensor:
 
 def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int):
     """A ``train_step(step)`` for load_or_train: ``iterations`` reverse-KL updates, mean loss logged."""
-    def train_step(step: int) -> dict:
-        total = 0.0
-        for _ in range(iterations):
-            loss = reverse_kl(model, log_target, batch_size)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        return {"loss": total / iterations}
-    return train_step
+    return chunked_step(lambda: reverse_kl(model, log_target, batch_size), optimizer, iterations)
 
 
 def max_likelihood_step(model: nn.Module, sampler, optimizer, batch_size: int, iterations: int):
     """A ``train_step(step)``: ``iterations`` updates of -mean log p(x) on fresh batches ``sampler(n)``."""
-    def train_step(step: int) -> dict:
-        total = 0.0
-        for _ in range(iterations):
-            loss = -model.log_prob(sampler(batch_size)).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-        return {"nll": total / iterations}
-    return train_step
+    return chunked_step(lambda: -model.log_prob(sampler(batch_size)).mean(), optimizer, iterations, name="nll")
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from nodebook import odeint
+from nodebook.checkpoint import chunked_step
 from nodebook.data.spirals import sample_windows
 
 
@@ -66,18 +67,8 @@ def make_train_step(func: nn.Module, optimizer: torch.optim.Optimizer, t: torch.
     """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
     optimizer steps on :func:`window_loss` (windows drawn with torch's global generator),
     then one ``scheduler`` step if given. Returns the chunk's mean loss."""
-    def train_step(step: int) -> dict:
-        total = 0.0
-        for _ in range(iterations):
-            optimizer.zero_grad()
-            loss = window_loss(func, t, y, batch_size, window, last_start, **solver)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() / iterations
-        if scheduler is not None:
-            scheduler.step()
-        return {"loss": total}
-    return train_step
+    return chunked_step(lambda: window_loss(func, t, y, batch_size, window, last_start, **solver),
+                        optimizer, iterations, scheduler=scheduler)
 
 
 @torch.no_grad()

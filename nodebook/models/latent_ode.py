@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from nodebook import odeint, odeint_adjoint
+from nodebook.checkpoint import chunked_step
 
 
 class Encoder(nn.Module):
@@ -128,20 +129,10 @@ def make_train_step(model: LatentODE, optimizer: torch.optim.Optimizer, y: torch
     global generator, then one ``scheduler`` step if given. Returns the chunk's mean loss,
     log-likelihood and KL.
     """
-    def train_step(step: int) -> dict:
-        totals = {"loss": 0.0, "log_likelihood": 0.0, "kl": 0.0}
-        for _ in range(iterations):
-            batch = torch.randint(0, y.shape[0], (batch_size,))
-            optimizer.zero_grad()
-            loss, parts = elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std)
-            loss.backward()
-            optimizer.step()
-            for key, value in dict(parts, loss=loss.item()).items():
-                totals[key] += value / iterations
-        if scheduler is not None:
-            scheduler.step()
-        return totals
-    return train_step
+    def loss_fn():
+        batch = torch.randint(0, y.shape[0], (batch_size,))
+        return elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std)
+    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler)
 
 
 @torch.no_grad()

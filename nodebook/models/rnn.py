@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nodebook.checkpoint import chunked_step
+
 
 class RNNForecaster(nn.Module):
     """A GRU with ``num_hiddens`` units that predicts the next observation.
@@ -126,27 +128,16 @@ def make_train_step(model: RNNForecaster, optimizer: torch.optim.Optimizer, y: t
     """
     t = t.expand(y.shape[0], -1) if t.dim() == 1 else t
 
-    def train_step(step: int) -> dict:
-        total = 0.0
-        for _ in range(iterations):
-            batch = torch.randint(0, y.shape[0], (batch_size,))
-            yb, tb = y[batch], t[batch]
-            if window is not None:
-                start = torch.randint(0, y.shape[1] - window + 1, (batch_size,))
-                index = start[:, None] + torch.arange(window)
-                yb = torch.gather(yb, 1, index[..., None].expand(-1, -1, y.shape[-1]))
-                tb = torch.gather(tb, 1, index)
-            optimizer.zero_grad()
-            loss = rollout_loss(model, yb, tb, num_context)
-            loss.backward()
-            if max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            total += loss.item() / iterations
-        if scheduler is not None:
-            scheduler.step()
-        return {"loss": total}
-    return train_step
+    def loss_fn():
+        batch = torch.randint(0, y.shape[0], (batch_size,))
+        yb, tb = y[batch], t[batch]
+        if window is not None:
+            start = torch.randint(0, y.shape[1] - window + 1, (batch_size,))
+            index = start[:, None] + torch.arange(window)
+            yb = torch.gather(yb, 1, index[..., None].expand(-1, -1, y.shape[-1]))
+            tb = torch.gather(tb, 1, index)
+        return rollout_loss(model, yb, tb, num_context)
+    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
 
 
 @torch.no_grad()
