@@ -41,8 +41,10 @@ test: env
 test-unit: env
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests --ignore=tests/test_notebooks.py
 
+# Evaluates the committed checkpoints only (NODEBOOK_NO_TRAIN) and writes results under _build/:
+# the checkout stays clean.
 book: env
-	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+	NODEBOOK_NO_TRAIN=1 NODEBOOK_RESULTS_DIR=$(abspath _build/results) $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
 # Builds the book, then loads every chapter in headless Chromium (Debian's).
 test-book: book

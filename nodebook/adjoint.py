@@ -14,10 +14,12 @@ solves one augmented system backwards in time, interval by interval from
 every right-hand side costing one call of ``func`` and one vector-Jacobian
 product. At each observation ``t_i`` the adjoint jumps by ``dL/dz(t_i)``, the
 state restarts from the saved ``z(t_i)``, and ``dL/dt_i = dL/dz(t_i) · f(t_i,
-z(t_i))`` (paper, Appendix B). ``adjoint_options={"norm": "seminorm"}``
-measures the backward step error on z and a only (Kidger, Chen & Lyons,
-"Hey, that's not an ODE", ICML 2021), which usually needs fewer steps.
-Chapter "The adjoint method" walks through this file.
+z(t_i))`` (paper, Appendix B). The backward step error is measured, as in
+torchdiffeq, by the largest of the norms of z, a, each parameter's gradient
+and c; ``adjoint_options={"norm": "seminorm"}`` leaves out the parameters'
+gradients (Kidger, Chen & Lyons, "Hey, that's not an ODE", ICML 2021), which
+usually needs fewer steps. Chapter "The adjoint method, checked" walks
+through this file.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from nodebook.solvers import errors
-from nodebook.solvers.adaptive import rms_norm
-from nodebook.solvers.odeint import SOLVERS, check_inputs, solve
+from nodebook.solvers.odeint import (DEFAULT_METHOD, check_inputs, get_method, solve,
+                                     warn_about_callbacks)
+from nodebook.solvers.tuples import TupleState, mixed_norm
 
 
 class _Config:
     """Everything but tensors that the autograd Function needs."""
 
-    __slots__ = ("func", "rtol", "atol", "method", "options", "params",
-                 "adjoint_rtol", "adjoint_atol", "adjoint_method", "adjoint_options")
+    __slots__ = ("func", "rtol", "atol", "method", "options", "params", "adjoint_rtol",
+                 "adjoint_atol", "adjoint_method", "adjoint_options", "adjoint_norm", "state",
+                 "state_norm")
 
     def __init__(self, **kw):
         for k, v in kw.items():
@@ -78,12 +82,48 @@ class AugmentedDynamics:
         return torch.cat(parts)
 
 
-def block_norm(bounds):
-    """Max over blocks ``[start, end)`` of the RMS norm (a mixed norm; with
-    only the z and a blocks, the seminorm of Kidger et al. 2021)."""
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([rms_norm(x[s:e]) for s, e in bounds]).max()
-    return norm
+def adjoint_norm(kind, n: int, shape, params, need_t: bool, state_norm=None, state: TupleState | None = None):
+    """The error norm of the backward solve on the flat augmented state.
+
+    kind: "mixed" (the default: the largest of the norms of z, a, each
+    parameter's gradient and c), "seminorm" (the same without the
+    parameters), or a callable, which receives the scaled error as
+    torchdiffeq passes it: ``(c, z, a, *param_grads)`` shaped like t[0], y0
+    and the parameters (for a tuple y0, z and a are unpacked: ``(c, *z, *a,
+    *param_grads)``; c is 0 when t needs no gradient). state_norm: the
+    forward solve's norm (a function on z's flat shape), used on z and a;
+    None for the RMS norm (of each tensor, for a tuple state).
+    """
+    sizes = [p.numel() for p in params]
+    edges = [2 * n]
+    for size in sizes:
+        edges.append(edges[-1] + size)
+    param_bounds = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    c_bounds = [(edges[-1], edges[-1] + 1)] if need_t else []
+
+    if callable(kind):
+        def custom(x):
+            c = x[edges[-1]] if need_t else x.new_zeros(())
+            z, a = x[:n].view(shape), x[n:2 * n].view(shape)
+            grads = [x[s:e].view_as(p) for (s, e), p in zip(zip(edges[:-1], edges[1:]), params)]
+            if state is not None:
+                return kind((c, *state.unflatten(z), *state.unflatten(a), *grads))
+            return kind((c, z, a, *grads))
+        return custom
+
+    kept = param_bounds if kind == "mixed" else []
+    if state_norm is None:  # all blocks are RMS-normed: one stacked reduction
+        state_bounds = state.bounds if state is not None else [(0, n)]
+        za = state_bounds + [(s + n, e + n) for s, e in state_bounds]
+        return mixed_norm(za + kept + c_bounds)
+    rest = mixed_norm(kept + c_bounds) if kept or c_bounds else None
+
+    def with_state_norm(x):
+        parts = [torch.as_tensor(state_norm(x[:n].view(shape))), torch.as_tensor(state_norm(x[n:2 * n].view(shape)))]
+        if rest is not None:
+            parts.append(rest(x))
+        return torch.stack([p.to(parts[-1].dtype) for p in parts]).max()
+    return with_state_norm
 
 
 class _OdeintAdjoint(torch.autograd.Function):
@@ -108,19 +148,12 @@ class _OdeintAdjoint(torch.autograd.Function):
         m = 2 * n + sum(sizes) + int(need_t)
 
         options = dict(cfg.adjoint_options)
-        if SOLVERS[cfg.adjoint_method].tableau.adaptive:
-            edges = [0, n, 2 * n]
-            for size in sizes:
-                edges.append(edges[-1] + size)
-            if need_t:
-                edges.append(m)
-            blocks = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-            norm = options.get("norm")
-            if norm == "seminorm":
-                options["norm"] = block_norm(blocks[:2])
-            elif norm in (None, "mixed"):
-                options["norm"] = block_norm(blocks)
+        if get_method(cfg.adjoint_method).adaptive:
+            options["norm"] = adjoint_norm(cfg.adjoint_norm, n, shape, params, need_t,
+                                           cfg.state_norm, cfg.state)
         aug_func = AugmentedDynamics(cfg.func, shape, params, dtype, need_t)
+        adjoint_rtol = _scalar_tolerance(*cfg.adjoint_rtol)
+        adjoint_atol = _scalar_tolerance(*cfg.adjoint_atol)
 
         times = t.detach().tolist()
         a = torch.zeros(n, dtype=dtype, device=device)
@@ -139,8 +172,8 @@ class _OdeintAdjoint(torch.autograd.Function):
                 c = c - dl_dt
             parts = [ys[i].reshape(-1), a, g] + ([c] if need_t else [])
             span = torch.tensor([times[i], times[i - 1]], dtype=torch.float64)
-            sol, stats = solve(aug_func, torch.cat(parts), span, cfg.adjoint_rtol,
-                               cfg.adjoint_atol, cfg.adjoint_method, options, "backward")
+            sol, stats = solve(aug_func, torch.cat(parts), span, adjoint_rtol,
+                               adjoint_atol, cfg.adjoint_method, options, "backward")
             stats.nfe += extra_nfe
             s = sol[-1]
             a = s[n:2 * n]
@@ -158,41 +191,81 @@ class _OdeintAdjoint(torch.autograd.Function):
         return (None, grad_y0, grad_t, *grad_params)
 
 
-def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method="dopri5", options=None,
+def _scalar_tolerance(name: str, value):
+    """The backward solve's tolerance: one number (checked when the backward
+    pass needs it, as torchdiffeq fails only there)."""
+    try:
+        float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise errors.adjoint_tolerance_not_scalar(name, value) from None
+    return value
+
+
+def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None,
                    adjoint_params=None, adjoint_rtol=None, adjoint_atol=None,
-                   adjoint_method=None, adjoint_options=None):
-    """:func:`nodebook.odeint` with gradients from the adjoint method (Algorithm 1).
+                   adjoint_method=None, adjoint_options=None, *, event_fn=None):
+    """:func:`nodebook.odeint` with gradients from the adjoint method (Algorithm 1);
+    a drop-in for torchdiffeq 0.2.5's ``odeint_adjoint``.
 
     func: an ``nn.Module`` (its parameters get gradients), or any callable when
-    ``adjoint_params`` (an iterable of tensors) is given. y0: (*S); t: (T,);
-    returns (T, *S). Gradients flow to y0, to the adjoint parameters and to t.
-    adjoint_rtol / adjoint_atol / adjoint_method default to the forward ones;
-    adjoint_options default to ``options`` (without ``norm``) when the methods
-    agree; ``adjoint_options["norm"]`` may be ``"seminorm"``, ``"mixed"`` (the
-    default: max of the RMS norms of z, a and each parameter's gradient) or a
-    callable on the flat augmented state. Gradients are first order only
-    (the backward pass is not itself differentiable).
+    ``adjoint_params`` (an iterable of tensors) is given. y0: (*S), or a tuple
+    of tensors; t: (T,); returns (T, *S) (a tuple for a tuple y0). Gradients
+    flow to y0, to the adjoint parameters and to t. method None means dopri5.
+    adjoint_rtol / adjoint_atol / adjoint_method default to the forward ones
+    (the backward tolerances must be single numbers); adjoint_options
+    default to ``options`` without ``norm``, and, as in torchdiffeq, must be
+    given when adjoint_method differs from method and options is given.
+    ``adjoint_options["norm"]`` may be ``"seminorm"``, ``"mixed"`` (the
+    default: the largest of the norms of z, a, each parameter's gradient and
+    dL/dt) or a callable on the tuple ``(dL/dt, z, a, *param_grads)`` of
+    scaled errors, as in torchdiffeq. Gradients are first order only (the
+    backward pass is not itself differentiable). Differences from torchdiffeq:
+    those of :func:`nodebook.odeint`; func must be an ``nn.Module`` or come
+    with adjoint_params (``TypeError``, torchdiffeq: ``ValueError``);
+    method=None with adjoint_method="dopri5" counts as the same method.
     """
+    if event_fn is not None:
+        raise errors.unsupported_events()
+    warn_about_callbacks(func)
     if adjoint_params is None:
         if not isinstance(func, nn.Module):
             raise errors.adjoint_func_not_module(func)
         adjoint_params = func.parameters()
     params = tuple(p for p in adjoint_params if p.requires_grad)
-    check_inputs(func, y0, t, rtol, atol, method, options)
+
+    # what torchdiffeq infers, in its order, before any normalisation of options
+    method = DEFAULT_METHOD if method is None else method
     adjoint_method = method if adjoint_method is None else adjoint_method
+    if adjoint_method != method and options is not None and adjoint_options is None:
+        raise errors.adjoint_options_not_inferred(method, adjoint_method)
     if adjoint_options is None:
-        adjoint_options = ({k: v for k, v in (options or {}).items() if k != "norm"}
-                           if adjoint_method == method else {})
+        adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"}
     adjoint_options = dict(adjoint_options)
-    norm = adjoint_options.get("norm")
-    if norm is not None and norm not in ("seminorm", "mixed") and not callable(norm):
+    adjoint_rtol = ("rtol", rtol) if adjoint_rtol is None else ("adjoint_rtol", adjoint_rtol)
+    adjoint_atol = ("atol", atol) if adjoint_atol is None else ("adjoint_atol", adjoint_atol)
+
+    state, func_flat = None, func
+    user_norm = (options or {}).get("norm")
+    if isinstance(y0, tuple):
+        state = TupleState(y0)
+        func_flat = state.func(func)
+        y0, rtol, atol = state.flatten(y0), state.tolerance("rtol", rtol), state.tolerance("atol", atol)
+        options = state.options(options)
+    _, _, _, _, options = check_inputs(func_flat, y0, t, rtol, atol, method, options)
+    # the forward norm, reused on z and a by the backward solve's norm (None: RMS)
+    state_norm = options.get("norm") if user_norm is not None else None
+
+    norm = adjoint_options.pop("norm", None)
+    if norm is None:
+        norm = "mixed"
+    if norm not in ("seminorm", "mixed") and not callable(norm):
         raise errors.adjoint_bad_norm(norm)
-    if adjoint_method in SOLVERS and not SOLVERS[adjoint_method].tableau.adaptive:
-        adjoint_options.pop("norm", None)
-    cfg = _Config(func=func, rtol=rtol, atol=atol, method=method, options=options, params=params,
-                  adjoint_rtol=rtol if adjoint_rtol is None else adjoint_rtol,
-                  adjoint_atol=atol if adjoint_atol is None else adjoint_atol,
-                  adjoint_method=adjoint_method, adjoint_options=adjoint_options)
-    if adjoint_method not in SOLVERS:
-        raise errors.unknown_method(adjoint_method, SOLVERS)
-    return _OdeintAdjoint.apply(cfg, y0, t, *params)
+    adjoint = get_method(adjoint_method)
+    adjoint_options = adjoint.prepare_options(adjoint_options, y0)  # warns about unknown ones once
+
+    cfg = _Config(func=func_flat, rtol=rtol, atol=atol, method=method, options=options, params=params,
+                  adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol, adjoint_method=adjoint_method,
+                  adjoint_options=adjoint_options, adjoint_norm=norm, state=state,
+                  state_norm=state_norm)
+    ys = _OdeintAdjoint.apply(cfg, y0, t, *params)
+    return ys if state is None else state.unflatten(ys, (ys.shape[0],))

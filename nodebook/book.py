@@ -2,8 +2,9 @@
 
 A chapter starts with ``ch = Chapter("mnist", profile, seed)`` (which reads the
 profile's settings, seeds everything, picks the GPU when there is one and sets
-the plotting style) and ends with ``ch.save_results(rows)`` and ``ch``'s
-wall-time line.
+the plotting style), records its numbers with ``ch.result(...)``, checks every
+sentence that states a result with ``ch.claim(...)``, and ends with
+``ch.save_results()`` and ``ch``'s wall-time line.
 """
 
 from __future__ import annotations
@@ -12,20 +13,28 @@ import time
 
 from nodebook.plotting import use_style
 from nodebook.profiles import PROFILES, get_profile
-from nodebook.results import save_rows
+from nodebook.results import save_entries
 from nodebook.utils import choose_device, device_name, format_seconds, seed_everything
+
+
+class ClaimFailed(AssertionError):
+    """A sentence the page states is not true of the numbers this run measured."""
 
 
 class Chapter:
     """A chapter run at one profile.
 
     Attributes: ``settings`` (the profile's settings, see
-    :mod:`nodebook.profiles`), ``device``, ``profile``, ``seed``.
+    :mod:`nodebook.profiles`), ``device``, ``profile``, ``seed``, ``capped``
+    (a run with training and evaluation sizes capped: it asserts no claim),
+    ``entries`` (the results and claims recorded so far).
     """
 
-    def __init__(self, name: str, profile: str, seed: int = 0, device: str | None = None):
+    def __init__(self, name: str, profile: str, seed: int = 0, device: str | None = None,
+                 capped: bool = False):
         self.settings = get_profile(name, profile)
-        self.name, self.profile, self.seed = name, profile, seed
+        self.name, self.profile, self.seed, self.capped = name, profile, seed, capped
+        self.entries: list[dict] = []
         self.device = choose_device(device)
         seed_everything(seed)
         use_style()
@@ -36,16 +45,69 @@ class Chapter:
         """Wall time since the chapter started."""
         return time.perf_counter() - self._start
 
-    def row(self, name: str, ours: float, paper: float | None, unit: str,
-            seconds: float | None = None) -> dict:
-        """One scorecard row; ``seconds`` defaults to the chapter's wall time so far."""
-        return {"name": name, "ours": float(ours), "paper": None if paper is None else float(paper),
-                "unit": unit, "profile": self.profile, "device": device_name(self.device),
-                "seconds": round(self.seconds if seconds is None else float(seconds), 2)}
+    def _check_id(self, id: str) -> str:
+        if not id.startswith(f"{self.name}/"):
+            raise ValueError(f"result id {id!r} must start with the chapter's name: '{self.name}/...'")
+        return id
 
-    def save_results(self, rows: list[dict], file: str | None = None):
-        """Write rows to ``results/<file>.json`` (default: the chapter's name)."""
-        return save_rows(file or self.name, rows)
+    def result(self, id: str, name: str, ours: float, unit: str, *, paper: float | None = None,
+               spread: float | None = None, seeds: int | None = None, seconds: float | None = None) -> float:
+        """Record one measured number for the scorecard; returns ``ours``.
+
+        ``id`` is ``<chapter>/.../<quantity>`` (e.g. ``mnist/odenet/test_error``);
+        ``paper`` only where the paper's setting is comparable; ``spread`` is
+        the standard deviation over ``seeds`` runs; ``seconds`` defaults to the
+        chapter's wall time so far.
+        """
+        entry = {"id": self._check_id(id), "kind": "result", "name": name, "ours": float(ours),
+                 "paper": None if paper is None else float(paper), "unit": unit, "profile": self.profile,
+                 "device": device_name(self.device),
+                 "seconds": round(self.seconds if seconds is None else float(seconds), 2)}
+        if spread is not None:
+            entry.update(spread=float(spread), seeds=int(seeds) if seeds is not None else seeds)
+        self._add(entry)
+        return float(ours)
+
+    def claim(self, id: str, statement: str, ok: bool, *, paper_claim: str | None = None,
+              paper_holds: bool | None = None, smoke: bool = True, values: dict | None = None) -> str:
+        """Assert a sentence the page states and record its verdict; returns the verdict.
+
+        ``statement`` is what *we* measured, in words; ``ok`` the condition that
+        makes it true, computed from the measured values (``values`` are shown
+        if it fails). ``paper_claim`` is the paper's claim it checks, and
+        ``paper_holds`` whether the statement means that claim holds here
+        (``False``: the page says it does not, and this asserts that verdict).
+        A claim that cannot hold at the ``smoke`` profile says so with
+        ``smoke=False``: it is then recorded as ``"not checked"``; so is every
+        claim of a capped run (``Chapter(..., capped=True)``), which asserts nothing.
+        """
+        if paper_holds is not None and paper_claim is None:
+            raise ValueError(f"claim {id!r}: paper_holds needs the paper_claim it refers to")
+        checked = not self.capped and (smoke or self.profile != "smoke")
+        if checked and not bool(ok):
+            shown = "" if not values else " (" + ", ".join(f"{k} = {v!r}" for k, v in values.items()) + ")"
+            raise ClaimFailed(f"claim {id!r} does not hold at profile {self.profile!r}: {statement}{shown}")
+        verdict = ("not checked" if not checked else "measured" if paper_holds is None
+                   else "holds" if paper_holds else "does not hold here")
+        self._add({"id": self._check_id(id), "kind": "claim", "statement": statement,
+                   "paper_claim": paper_claim, "verdict": verdict, "profile": self.profile,
+                   "device": device_name(self.device)})
+        return verdict
+
+    def _add(self, entry: dict) -> None:
+        if any(e["id"] == entry["id"] for e in self.entries):
+            raise ValueError(f"result id {entry['id']!r} recorded twice in chapter {self.name!r}")
+        self.entries.append(entry)
+
+    def claims_markdown(self):
+        """The chapter's claims and verdicts as a table for its summary."""
+        rows = [[f"`{e['id']}`", e["paper_claim"] or "–", e["statement"], f"**{e['verdict']}**"]
+                for e in self.entries if e["kind"] == "claim"]
+        return markdown_table(["id", "the paper says", "we measured", "verdict"], rows)
+
+    def save_results(self):
+        """Write the recorded entries to ``<results dir>/<chapter>.json`` (see :mod:`nodebook.results`)."""
+        return save_entries(self.name, self.entries)
 
     def _repr_markdown_(self) -> str:
         settings = ", ".join(f"`{k}={v}`" for k, v in self.settings.items())

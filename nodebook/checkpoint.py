@@ -29,6 +29,10 @@ from tqdm.auto import tqdm
 from nodebook.utils import REPO_ROOT, env_path
 
 
+class TrainingDisabled(RuntimeError):
+    """A run would have to train, but ``$NODEBOOK_NO_TRAIN`` forbids it (``make book``)."""
+
+
 def checkpoint_dir() -> Path:
     """``$NODEBOOK_CHECKPOINTS`` or the repository's ``checkpoints/``."""
     return env_path("NODEBOOK_CHECKPOINTS", REPO_ROOT / "checkpoints")
@@ -95,6 +99,11 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
         optimizer, scheduler: saved in the resumable checkpoint.
         retrain: ignore a finished checkpoint and train again (still resumes
             an interrupted retraining).
+
+    With ``$NODEBOOK_NO_TRAIN`` set (``make book`` sets it), a run that has no
+    finished checkpoint raises :class:`TrainingDisabled` instead of training.
+    Under ``torch.distributed`` every process trains and resumes from the same
+    files, and only rank 0 writes them.
         directory: where checkpoints live (default :func:`checkpoint_dir`).
         progress: show a tqdm bar over steps.
     """
@@ -113,6 +122,14 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
         model.eval()
         return Run(name, final, "loaded", ckpt["history"])
 
+    if os.environ.get("NODEBOOK_NO_TRAIN"):
+        raise TrainingDisabled(
+            f"{name}: no finished checkpoint {final.name} in {directory} for these settings, and training "
+            f"is disabled here (NODEBOOK_NO_TRAIN is set, as in `make book`, which only evaluates committed "
+            f"checkpoints). Train it with `make reproduce PROFILE=<profile>` or unset NODEBOOK_NO_TRAIN. "
+            f"Settings: {settings}")
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    main_process = not distributed or torch.distributed.get_rank() == 0
     history: list[dict] = []
     source = "trained"
     if partial.exists():
@@ -137,6 +154,8 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
         row = dict(train_step(step))
         row.update(step=step, seconds=time.perf_counter() - start)
         history.append(row)
+        if not main_process:
+            continue
         _save_atomic({
             "settings": settings, "history": history, "model": model.state_dict(),
             "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -145,39 +164,11 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }, partial)
 
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _save_atomic({"settings": settings, "history": history, "model": state}, final)
-    partial.unlink(missing_ok=True)
+    if main_process:
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        _save_atomic({"settings": settings, "history": history, "model": state}, final)
+        partial.unlink(missing_ok=True)
+    if distributed:
+        torch.distributed.barrier()  # the other processes return once the final checkpoint exists
     model.eval()
     return Run(name, final, source, history)
-
-
-def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.optim.Optimizer,
-                 iterations: int, *, scheduler=None, max_grad_norm: float | None = None,
-                 name: str = "loss") -> Callable[[int], dict]:
-    """A ``train_step(step)`` for :func:`load_or_train` made of ``iterations`` optimizer steps.
-
-    ``loss_fn()`` draws its own batch (from torch's global generator, so resumes
-    are exact) and returns a scalar loss, or ``(loss, extras)`` with a dict of
-    floats to log. Gradients are clipped to ``max_grad_norm`` if given; the
-    ``scheduler`` steps once per chunk. The step returns the chunk's means:
-    ``{name: ..., **extras}``.
-    """
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-
-    def train_step(step: int) -> dict:
-        totals: dict[str, float] = {}
-        for _ in range(iterations):
-            optimizer.zero_grad()
-            out = loss_fn()
-            loss, extras = out if isinstance(out, tuple) else (out, {})
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            for key, value in {name: loss.item(), **extras}.items():
-                totals[key] = totals.get(key, 0.0) + value / iterations
-        if scheduler is not None:
-            scheduler.step()
-        return totals
-    return train_step

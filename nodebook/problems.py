@@ -7,7 +7,7 @@ Each problem has ``func(t, y)`` in torchdiffeq's convention, an initial state
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -25,7 +25,12 @@ class Problem:
     exact: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def times(self, n: int = 2, dtype=torch.float64) -> torch.Tensor:
-        return torch.linspace(self.t0, self.t1, n, dtype=dtype)
+        """``n`` equally spaced times from ``t0`` to ``t1``, on the device of ``y0``."""
+        return torch.linspace(self.t0, self.t1, n, dtype=dtype, device=self.y0.device)
+
+    def to(self, device) -> "Problem":
+        """The same problem with its initial state (and so its times) on ``device``."""
+        return replace(self, y0=self.y0.to(device))
 
 
 def linear_growth(y0: float = -3.0, t1: float = 4.0) -> Problem:

@@ -1,10 +1,24 @@
-"""The reproduction scorecard: each chapter's headline numbers as JSON rows.
+"""The reproduction scorecard: each chapter's results and claims as JSON entries.
 
-Every chapter writes ``results/<file>.json``: a list of rows
-``{"name", "ours", "paper", "unit", "profile", "device", "seconds"}``
-(``paper`` is ``None`` where the paper gives no number). Rows of other
-profiles are kept, so a book-profile run and a paper-scale GPU run stand side
-by side. The intro page renders :func:`scorecard_markdown` over all files.
+A chapter writes ``<results dir>/<chapter>.json``: a list of entries, each with
+a stable ``id`` (``<chapter>/.../<quantity>``, e.g. ``mnist/odenet/test_error``)
+and a ``kind``:
+
+- ``"result"``: a measured number: ``name``, ``ours``, ``paper`` (``None`` where
+  the paper gives no comparable number), ``unit``, optional ``spread`` (standard
+  deviation over ``seeds`` runs), ``profile``, ``device``, ``seconds``;
+- ``"claim"``: a sentence the page states, checked by a cell
+  (:meth:`nodebook.book.Chapter.claim`): ``statement``, ``paper_claim`` (the
+  paper's claim it checks, or ``None``), ``verdict`` (``"holds"``,
+  ``"does not hold here"``, ``"measured"`` for a statement about our own run,
+  or ``"not checked"`` where the run could not check it), ``profile``, ``device``.
+
+Entries of other profiles are kept, so a book-profile run and a paper-scale
+GPU run stand side by side. Where results go: ``$NODEBOOK_RESULTS_DIR``, else
+``_build/results`` in the repository: executing a chapter (``make book``, a
+reader in Jupyter) never modifies the tracked ``results/``; ``make reproduce``
+points the variable at ``results/`` (:data:`TRACKED_RESULTS`). The intro page
+renders :func:`scorecard_markdown`: this build's entries over the committed ones.
 """
 
 from __future__ import annotations
@@ -15,42 +29,67 @@ from pathlib import Path
 
 from nodebook.utils import REPO_ROOT, env_path
 
-FIELDS = ("name", "ours", "paper", "unit", "profile", "device", "seconds")
+TRACKED_RESULTS = REPO_ROOT / "results"
+RESULT_FIELDS = {"id", "kind", "name", "ours", "paper", "unit", "profile", "device", "seconds"}
+RESULT_OPTIONAL = {"spread", "seeds"}
+CLAIM_FIELDS = {"id", "kind", "statement", "paper_claim", "verdict", "profile", "device"}
+VERDICTS = ("holds", "does not hold here", "measured", "not checked")
 
 
 def results_dir() -> Path:
-    """``$NODEBOOK_RESULTS_DIR`` or the repository's ``results/`` (tests point it elsewhere)."""
-    return env_path("NODEBOOK_RESULTS_DIR", REPO_ROOT / "results")
+    """``$NODEBOOK_RESULTS_DIR``, else ``_build/results`` in the repository (created if missing)."""
+    return env_path("NODEBOOK_RESULTS_DIR", REPO_ROOT / "_build" / "results")
 
 
-def check_row(row: dict) -> dict:
-    """Validate one row: exactly the fields above, a finite number in ``ours``."""
-    missing = set(FIELDS) - set(row)
-    extra = set(row) - set(FIELDS)
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_entry(entry: dict) -> dict:
+    """Validate one entry (see the module docstring); raises ``ValueError`` naming what is wrong."""
+    kind = entry.get("kind")
+    label = entry.get("id", entry.get("name"))
+    if kind not in ("result", "claim"):
+        raise ValueError(f"result entry {label!r}: 'kind' must be 'result' or 'claim', got {kind!r}")
+    required, optional = (RESULT_FIELDS, RESULT_OPTIONAL) if kind == "result" else (CLAIM_FIELDS, set())
+    missing, extra = required - set(entry), set(entry) - required - optional
     if missing or extra:
-        raise ValueError(f"result row {row.get('name')!r}: missing fields {sorted(missing)}, "
+        raise ValueError(f"result entry {label!r}: missing fields {sorted(missing)}, "
                          f"unexpected fields {sorted(extra)}")
-    if not isinstance(row["ours"], (int, float)) or not math.isfinite(row["ours"]):
-        raise ValueError(f"result row {row['name']!r}: 'ours' must be a finite number, got {row['ours']!r}")
-    return row
+    if not isinstance(entry["id"], str) or entry["id"].count("/") < 1 or " " in entry["id"]:
+        raise ValueError(f"result entry {label!r}: 'id' must look like '<chapter>/.../<quantity>'")
+    if kind == "result":
+        if not _finite(entry["ours"]):
+            raise ValueError(f"result {label!r}: 'ours' must be a finite number, got {entry['ours']!r}")
+        if entry.get("spread") is not None and not (_finite(entry["spread"]) and entry["spread"] >= 0):
+            raise ValueError(f"result {label!r}: 'spread' must be a finite number >= 0, got {entry['spread']!r}")
+        if "spread" in entry and not (isinstance(entry.get("seeds"), int) and entry["seeds"] >= 2):
+            raise ValueError(f"result {label!r}: a 'spread' needs 'seeds' (an int >= 2), got {entry.get('seeds')!r}")
+    elif entry["verdict"] not in VERDICTS:
+        raise ValueError(f"claim {label!r}: 'verdict' must be one of {VERDICTS}, got {entry['verdict']!r}")
+    return entry
 
 
-def load_rows(path: Path) -> list[dict]:
-    rows = json.loads(Path(path).read_text())
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of rows")
-    return [check_row(row) for row in rows]
+def load_entries(path: Path) -> list[dict]:
+    entries = json.loads(Path(path).read_text())
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a JSON list of entries")
+    return [check_entry(entry) for entry in entries]
 
 
-def save_rows(file: str, rows: list[dict], directory: Path | None = None) -> Path:
-    """Write ``rows`` to ``<directory>/<file>.json``, replacing earlier rows of the
-    same name and profile and keeping the rest."""
-    rows = [check_row(dict(row)) for row in rows]
+def save_entries(file: str, entries: list[dict], directory: Path | None = None) -> Path:
+    """Write ``entries`` to ``<directory>/<file>.json``, replacing earlier entries with the
+    same id and profile and keeping the rest; ids must be unique within ``entries``."""
+    entries = [check_entry(dict(entry)) for entry in entries]
+    new_keys = [(entry["id"], entry["profile"]) for entry in entries]
+    if len(set(new_keys)) != len(new_keys):
+        dupes = sorted({k[0] for k in new_keys if new_keys.count(k) > 1})
+        raise ValueError(f"{file}: result ids recorded twice: {dupes}")
     path = Path(directory or results_dir()) / f"{file}.json"
-    new_keys = {(row["name"], row["profile"]) for row in rows}
-    old = load_rows(path) if path.exists() else []
-    kept = [row for row in old if (row["name"], row["profile"]) not in new_keys]
-    path.write_text(json.dumps(kept + rows, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = load_entries(path) if path.exists() else []
+    kept = [entry for entry in old if (entry["id"], entry["profile"]) not in set(new_keys)]
+    path.write_text(json.dumps(kept + entries, indent=1) + "\n")
     return path
 
 
@@ -62,18 +101,38 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def scorecard_markdown(directory: Path | None = None, profiles=("book", "paper")) -> str:
-    """One Markdown table of every result row of the given profiles, file by file."""
-    directory = Path(directory or results_dir())
-    lines = ["| chapter | quantity | ours | paper | unit | profile | device | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
-    for path in sorted(directory.glob("*.json")):
-        for row in load_rows(path):
-            if row["profile"] not in profiles:
-                continue
-            lines.append("| " + " | ".join([path.stem, row["name"], _fmt(row["ours"]), _fmt(row["paper"]),
-                                             row["unit"] or "", row["profile"], row["device"],
-                                             _fmt(row["seconds"])]) + " |")
-    if len(lines) == 2:
+def merged_entries(directories, profiles=("book", "paper")) -> dict[str, list[dict]]:
+    """Entries per chapter file over ``directories`` in order: a later directory's entry
+    replaces an earlier one with the same id and profile."""
+    chapters: dict[str, dict] = {}
+    for directory in directories:
+        for path in sorted(Path(directory).glob("*.json")):
+            table = chapters.setdefault(path.stem, {})
+            for entry in load_entries(path):
+                if entry["profile"] in profiles:
+                    table[(entry["id"], entry["profile"])] = entry
+    return {chapter: list(table.values()) for chapter, table in sorted(chapters.items())}
+
+
+def scorecard_markdown(directories=None, profiles=("book", "paper")) -> str:
+    """Two Markdown tables over every chapter: the results (mean ± spread over seeds) and the
+    claims with their verdicts. By default the committed ``results/`` overlaid by this build's."""
+    if directories is None:
+        directories = [TRACKED_RESULTS, results_dir()]
+    chapters = merged_entries(directories, profiles)
+    results = ["| id | quantity | ours | paper | unit | profile | device |", "|---|---|---|---|---|---|---|"]
+    claims = ["| id | the paper says | we measured | verdict | profile |", "|---|---|---|---|---|"]
+    for entries in chapters.values():
+        for e in entries:
+            if e["kind"] == "result":
+                ours = _fmt(e["ours"])
+                if e.get("spread") is not None:
+                    ours += f" ± {_fmt(e['spread'])} ({e['seeds']} seeds)"
+                results.append("| " + " | ".join([f"`{e['id']}`", e["name"], ours, _fmt(e["paper"]),
+                                                  e["unit"] or "", e["profile"], e["device"]]) + " |")
+            else:
+                claims.append("| " + " | ".join([f"`{e['id']}`", e["paper_claim"] or "–", e["statement"],
+                                                 f"**{e['verdict']}**", e["profile"]]) + " |")
+    if len(results) == 2 and len(claims) == 2:
         return "_No results yet: run `make book` or `make reproduce`._"
-    return "\n".join(lines)
+    return "\n".join(["### Claims", "", *claims, "", "### Results", "", *results])

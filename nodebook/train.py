@@ -1,27 +1,36 @@
-"""Classification training shared by the chapters (first used in ``03_mnist``).
+"""Generic training: chunks of optimizer steps, classifier epochs, evaluation, and one ``fit``.
 
-The paper's MNIST recipe (Sec. 3; the public ``odenet_mnist.py``): SGD with
-momentum 0.9, lr 0.1 x batch/128, lr x0.1 at epochs 60, 100 and 140 of 160.
-:func:`fit` scales the milestones to any number of epochs (the drops happen
-at the same *fractions* of training, counted in iterations), trains through
-:func:`nodebook.checkpoint.load_or_train` (a checkpoint every epoch, automatic
-resume, committed final checkpoints), and logs per epoch: loss, forward NFE,
-backward NFE, train and test accuracy and seconds.
+- :func:`chunked_step`: a ``train_step`` of N optimizer steps on a loss that
+  draws its own batch (the sequence models and flows of chapters 04–06);
+- :func:`train_epoch` / :func:`evaluate`: one pass of a classifier over
+  minibatches, logging forward and backward NFE of any ODE block;
+- :class:`Recipe` and :func:`fit`: build the optimizer and learning-rate
+  schedule from a recipe and train through
+  :func:`nodebook.checkpoint.load_or_train` under an explicit checkpoint key
+  (a checkpoint every epoch, automatic resume, committed final checkpoints).
+
+The paper's MNIST recipe (Sec. 3; the public ``odenet_mnist.py``) is
+``Recipe(num_epochs=160, schedule="step")``: SGD with momentum 0.9, lr 0.1 x
+batch/128, x0.1 at epochs 60, 100 and 140 of 160 (scaled to any number of
+epochs: the drops happen at the same *fractions* of training).
+Chapter drivers (Table 1, Fig. 3) live in :mod:`nodebook.experiments.mnist`.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nodebook import record_stats
 from nodebook.checkpoint import Run, load_or_train
 from nodebook.data.mnist import Batches
-from nodebook.memory import saved_tensor_bytes
 
 PAPER_EPOCHS = 160
 PAPER_MILESTONES = (60, 100, 140)
@@ -41,6 +50,37 @@ def step_schedule(optimizer: torch.optim.Optimizer, total_iterations: int,
         optimizer, lambda it: gamma ** sum(it >= b for b in bounds))
 
 
+def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.optim.Optimizer,
+                 iterations: int, *, scheduler=None, max_grad_norm: float | None = None,
+                 name: str = "loss") -> Callable[[int], dict]:
+    """A ``train_step(step)`` for :func:`load_or_train` made of ``iterations`` optimizer steps.
+
+    ``loss_fn()`` draws its own batch (from torch's global generator, so resumes
+    are exact) and returns a scalar loss, or ``(loss, extras)`` with a dict of
+    floats to log. Gradients are clipped to ``max_grad_norm`` if given; the
+    ``scheduler`` steps once per chunk. The step returns the chunk's means:
+    ``{name: ..., **extras}``.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def train_step(step: int) -> dict:
+        totals: dict[str, float] = {}
+        for _ in range(iterations):
+            optimizer.zero_grad()
+            out = loss_fn()
+            loss, extras = out if isinstance(out, tuple) else (out, {})
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            for key, value in {name: loss.item(), **extras}.items():
+                totals[key] = totals.get(key, 0.0) + value / iterations
+        if scheduler is not None:
+            scheduler.step()
+        return totals
+    return train_step
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> dict:
     """Accuracy and mean forward NFE (of the ODE block, 0 without one) over ``(x, y)``."""
@@ -56,65 +96,181 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return {"accuracy": correct / len(y), "nfe_forward": nfe / max(batches, 1)}
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter."""
+    return next(model.parameters()).device
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless ``torch.distributed`` is initialised
+    (e.g. under ``torchrun``)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def distributed_rms_norm(tensor: torch.Tensor) -> torch.Tensor:
+    """The RMS norm of the state summed over every process of ``torch.distributed``.
+
+    Given as an adaptive solver's ``norm`` option under data parallelism, every
+    process measures the error of the *global* batch, so all take the same
+    steps as one process solving the whole batch would (up to rounding).
+    """
+    sums = torch.stack([tensor.detach().double().pow(2).sum(),
+                        torch.tensor(float(tensor.numel()), dtype=torch.float64, device=tensor.device)])
+    dist.all_reduce(sums)
+    return (sums[0] / sums[1]).sqrt().to(tensor.dtype)
+
+
 def train_epoch(model, batches: Batches, optimizer, scheduler=None,
-                on_batch: Callable[[int], None] | None = None) -> dict:
+                on_batch: Callable[[int], None] | None = None, block=None) -> dict:
     """One pass over ``batches``: mean loss, train accuracy, mean forward / backward NFE per batch.
 
-    The forward NFE comes from the ODE block's own record (``block.stats``);
-    the backward NFE (the adjoint's solves; 0 for backprop) from a
-    :func:`nodebook.record_stats` block around ``loss.backward()``.
-    ``on_batch(i)`` is called after each batch (tests raise from it to
-    simulate a killed run).
+    The forward NFE comes from the ODE block's own record (``block.stats``;
+    ``block`` defaults to ``model.ode_block``); the backward NFE (the adjoint's
+    solves; 0 for backprop) from a :func:`nodebook.record_stats` block around
+    ``loss.backward()``. ``on_batch(i)`` is called after each batch (tests raise
+    from it to simulate a killed run).
+
+    Under ``torch.distributed`` with ``model`` wrapped in
+    ``DistributedDataParallel``, every process draws the same global batch
+    (same generator, same augmentation) and trains on its contiguous share;
+    the loss is scaled so that the averaged gradient is the global batch's
+    mean, as in one process. Loss and accuracy are summed over processes; NFE
+    are this process's.
     """
     model.train()
-    block = getattr(model, "ode_block", None)
-    loss_sum = correct = seen = nfe_f = nfe_b = 0
+    rank, size = world()
+    if block is None:
+        block = getattr(model, "ode_block", None)
+    loss_sum = correct = seen = nfe_b = 0
+    trace = []
     for i, (xb, yb) in enumerate(batches):
+        if size > 1:
+            total = len(yb)
+            xb, yb = torch.tensor_split(xb, size)[rank], torch.tensor_split(yb, size)[rank]
         logits = model(xb)
-        loss = F.cross_entropy(logits, yb)
+        if size > 1:
+            loss = F.cross_entropy(logits, yb, reduction="sum") * size / total
+        else:
+            loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         with record_stats() as log:
             loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * len(yb)
+        loss_sum += loss.item() * (total / size if size > 1 else len(yb))
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(yb)
-        nfe_f += block.nfe_forward if block is not None else 0
+        trace.append(block.nfe_forward if block is not None else 0)
         nfe_b += log.nfe_backward
         if on_batch is not None:
             on_batch(i)
+    if size > 1:
+        sums = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=logits.device)
+        dist.all_reduce(sums)
+        loss_sum, correct, seen = sums.tolist()
     n = len(batches)
     return {"loss": loss_sum / seen, "train_accuracy": correct / seen,
-            "nfe_forward": nfe_f / n, "nfe_backward": nfe_b / n}
+            "nfe_forward": sum(trace) / n, "nfe_backward": nfe_b / n, "nfe_trace": trace}
 
 
-def fit(name: str, model: torch.nn.Module, data, settings: dict, *, num_epochs: int, batch_size: int,
-        lr: float = 0.1, momentum: float = 0.9, augment: bool = True, retrain: bool = False,
+@dataclass(frozen=True)
+class Recipe:
+    """How a classifier is trained: optimizer, learning-rate schedule, batch and augmentation.
+
+    ``lr`` is the peak learning rate at batch 128, scaled linearly with
+    ``batch_size`` (:func:`scaled_lr`). ``schedule`` is ``"step"`` (the paper's
+    x0.1 drops at epochs 60, 100 and 140 of 160, scaled to ``num_epochs``) or
+    ``"cosine"`` (linear warm-up over ``warmup_epochs``, then a cosine decay
+    to zero). ``augment`` names an entry of
+    :data:`nodebook.data.mnist.AUGMENTATIONS`, or ``None``.
+    """
+
+    num_epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    schedule: str = "step"
+    warmup_epochs: float = 0.0
+    augment: str | None = "crop"
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {SCHEDULES}")
+        if self.num_epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"num_epochs, batch_size and lr must be positive: {self}")
+
+    def optimizer(self, params) -> torch.optim.SGD:
+        return torch.optim.SGD(params, lr=scaled_lr(self.lr, self.batch_size), momentum=self.momentum,
+                               nesterov=self.nesterov, weight_decay=self.weight_decay)
+
+    def scheduler(self, optimizer, iterations_per_epoch: int):
+        total = self.num_epochs * iterations_per_epoch
+        if self.schedule == "step":
+            return step_schedule(optimizer, total)
+        return warmup_cosine(optimizer, total, round(self.warmup_epochs * iterations_per_epoch))
+
+
+SCHEDULES = ("step", "cosine")
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_iterations: int, warmup_iterations: int):
+    """LambdaLR (stepped every iteration): linear warm-up from 0 over ``warmup_iterations``,
+    then a cosine decay from the optimizer's lr to 0 at ``total_iterations``."""
+    def factor(it: int) -> float:
+        if it < warmup_iterations:
+            return (it + 1) / warmup_iterations
+        progress = (it - warmup_iterations) / max(total_iterations - warmup_iterations, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fit(name: str, key: dict, model: torch.nn.Module, data, recipe: Recipe, *, retrain: bool = False,
         probe: Callable[[torch.nn.Module], dict] | None = None, probe_every: int = 0,
         on_batch: Callable[[int, int], None] | None = None, directory=None, progress: bool = True) -> Run:
-    """Train ``model`` on ``data`` (:class:`nodebook.data.mnist.MNIST`) with the paper's recipe, or load it.
+    """Train the classifier ``model`` on ``data`` (:class:`nodebook.data.mnist.MNIST`) with ``recipe``, or load it.
 
-    ``settings`` (with ``num_epochs``, ``batch_size``, ``lr``, ``augment``
-    added) names the checkpoint, see :func:`nodebook.checkpoint.load_or_train`.
-    Every epoch logs ``loss``, ``train_accuracy``, ``test_accuracy``,
-    ``nfe_forward``, ``nfe_backward``, ``lr`` and whatever ``probe(model)``
-    returns at the end of the epoch (e.g. the NFE of an adaptive solve), then
-    ``step`` and ``seconds``. With ``probe_every=k`` the probe also runs
-    before every k-th iteration and the epoch's row gets ``probes``: a list of
-    ``dict(iteration=..., **probe(model))`` (Fig. 3d: NFE during training).
-    ``train_seconds`` is the epoch's training time without evaluation and probes.
-    ``on_batch(epoch, i)`` is called after every batch.
+    ``key`` holds the settings that determine the model (its kind, seed,
+    solver...); the checkpoint is keyed by ``key`` plus the recipe's fields and
+    the data's name and size, see :func:`nodebook.checkpoint.load_or_train`.
+    Every epoch logs ``loss``, ``train_accuracy``, ``test_accuracy`` (on
+    ``data.test_x``, which :func:`nodebook.data.mnist.split_validation` makes a
+    validation set), ``nfe_forward``, ``nfe_backward``, ``nfe_trace`` (forward NFE of
+    every batch), ``lr`` and whatever ``probe(model)`` returns at the end of the
+    epoch, then ``step`` and ``seconds``. With ``probe_every=k`` the probe also
+    runs before every k-th iteration and the epoch's row gets ``probes``: a
+    list of ``dict(iteration=..., **probe(model))``. ``train_seconds`` is the
+    epoch's training time without evaluation and probes. ``on_batch(epoch, i)``
+    is called after every batch.
+
+    Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped
+    in ``DistributedDataParallel``: each global batch of ``recipe.batch_size``
+    is split across the processes (see :func:`train_epoch`), and an adaptive
+    ODE block measures its error over the global batch
+    (:func:`distributed_rms_norm`), so N processes follow the one-process run;
+    only rank 0 writes checkpoints and prints.
     """
-    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(lr, batch_size), momentum=momentum)
-    batches = Batches(data.train_x, data.train_y, batch_size, shuffle=True, augment=augment)
-    scheduler = step_schedule(optimizer, num_epochs * len(batches))
+    rank, size = world()
+    block = getattr(model, "ode_block", None)
+    net = model
+    if size > 1:
+        device_ids = [model_device(model).index] if model_device(model).type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        if block is not None and getattr(block, "adaptive", False):
+            block.options = {**(block.options or {}), "norm": distributed_rms_norm}
+    optimizer = recipe.optimizer(model.parameters())
+    batches = Batches(data.train_x, data.train_y, recipe.batch_size, shuffle=True, augment=recipe.augment)
+    scheduler = recipe.scheduler(optimizer, len(batches))
     bars = []  # the batch bar opens with the first epoch trained (none when the run is loaded)
 
     def train_step(epoch: int) -> dict:
         if not bars:
-            bars.append(tqdm(total=len(batches), desc=f"{name} batches", leave=False, disable=not progress))
+            bars.append(tqdm(total=len(batches), desc=f"{name} batches", leave=False,
+                             disable=not progress or rank > 0))
         bar = bars[0]
         bar.reset()
         probes, probe_seconds = [], 0.0
@@ -137,7 +293,7 @@ def fit(name: str, model: torch.nn.Module, data, settings: dict, *, num_epochs: 
         start = time.perf_counter()
         if probe is not None and probe_every and epoch == 0:
             run_probe(0)
-        row = train_epoch(model, batches, optimizer, scheduler, on_batch=callback)
+        row = train_epoch(net, batches, optimizer, scheduler, on_batch=callback, block=block)
         row["train_seconds"] = time.perf_counter() - start - probe_seconds
         row["lr"] = optimizer.param_groups[0]["lr"]
         row["test_accuracy"] = evaluate(model, data.test_x, data.test_y)["accuracy"]
@@ -147,165 +303,18 @@ def fit(name: str, model: torch.nn.Module, data, settings: dict, *, num_epochs: 
             if probe_every:
                 row["probes"] = probes
         model.train()
-        print(f"{name} epoch {epoch + 1}/{num_epochs}: loss {row['loss']:.4f}, train acc "
-              f"{row['train_accuracy']:.4f}, test acc {row['test_accuracy']:.4f}, NFE forward "
-              f"{row['nfe_forward']:.1f} backward {row['nfe_backward']:.1f}, {row['train_seconds']:.0f} s")
+        if rank == 0:
+            print(f"{name} epoch {epoch + 1}/{recipe.num_epochs}: loss {row['loss']:.4f}, train acc "
+                  f"{row['train_accuracy']:.4f}, test acc {row['test_accuracy']:.4f}, NFE forward "
+                  f"{row['nfe_forward']:.1f} backward {row['nfe_backward']:.1f}, {row['train_seconds']:.0f} s",
+                  flush=True)
         return row
 
-    settings = dict(settings, num_epochs=num_epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-                    augment=augment, num_train=len(data.train_y), data=data.name)
+    settings = dict(key, recipe=asdict(recipe), num_train=len(data.train_y), data=data.name)
     try:
-        return load_or_train(name, settings, model, train_step, num_epochs, optimizer=optimizer,
-                             scheduler=scheduler, retrain=retrain, directory=directory, progress=progress)
+        return load_or_train(name, settings, model, train_step, recipe.num_epochs, optimizer=optimizer,
+                             scheduler=scheduler, retrain=retrain, directory=directory,
+                             progress=progress and rank == 0)
     finally:
         for bar in bars:
             bar.close()
-
-
-def training_memory(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Memory of one training step (forward + backward) on batch ``(x, y)``.
-
-    On a GPU: ``torch.cuda.max_memory_allocated`` during the step ("peak").
-    On the CPU: the bytes autograd saved during the forward pass
-    (:func:`nodebook.memory.saved_tensor_bytes`): what the backward pass must keep alive.
-    Returns ``{"bytes": ..., "kind": "cuda peak" | "saved tensors"}``.
-    """
-    model.train()
-    x, y = x.clone(), y.clone()  # a slice would count the whole data set's storage as saved
-
-    def forward():
-        return F.cross_entropy(model(x), y)
-
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        forward().backward()
-        torch.cuda.synchronize(x.device)
-        memory = {"bytes": torch.cuda.max_memory_allocated(x.device), "kind": "cuda peak"}
-    else:
-        box = {}
-        memory = {"bytes": saved_tensor_bytes(lambda: box.setdefault("loss", forward())),
-                  "kind": "saved tensors"}
-        box["loss"].backward()
-    model.zero_grad(set_to_none=True)
-    return memory
-
-
-def time_per_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of one training step (forward + backward, no optimizer step) on ``(x, y)``."""
-    from nodebook.utils import Timer
-
-    model.train()
-    times = []
-    for _ in range(repeats + 1):
-        with Timer() as tm:
-            F.cross_entropy(model(x), y).backward()
-        times.append(tm.seconds)
-    model.zero_grad(set_to_none=True)
-    return sorted(times[1:])[len(times[1:]) // 2]
-
-
-def adaptive_nfe_probe(x: torch.Tensor, method: str = "dopri5", tol: float = 1e-3) -> Callable:
-    """A ``probe`` for :func:`fit`: the ODE block's forward NFE with an adaptive solver on batch ``x``
-    (no gradients), whatever solver the model trains with. Returns ``{"nfe_adaptive": ...}``."""
-
-    @torch.no_grad()
-    def probe(model):
-        model.eval()
-        with model.ode_block.using_solver(method, tol, tol):
-            model(x)
-            return {"nfe_adaptive": model.ode_block.nfe_forward}
-
-    return probe
-
-
-def train_mnist_model(kind: str, data, settings: dict, *, seed: int, device, retrain: bool = False,
-                      progress: bool = True):
-    """Build model ``kind`` (see :func:`nodebook.models.mnist.build`) and train it with :func:`fit` at the
-    chapter's ``settings``, or load the committed run. Returns ``(model, run)``.
-
-    The ODE-Net also logs ``nfe_adaptive``: the NFE of an adaptive ``dopri5`` solve at
-    ``settings["tol"]`` on the first ``probe_size`` test images, every ``probe_every`` iterations.
-    """
-    from nodebook.models.mnist import build
-
-    torch.manual_seed(seed)
-    model = build(kind, settings).to(device)
-    keys = {"odenet": ("ode_method", "ode_step_size", "tol"), "rknet": ("rk_step_size",)}.get(kind, ())
-    run_settings = dict(model=kind, seed=seed, **{k: settings[k] for k in keys})
-    probe = None
-    if kind == "odenet":
-        probe = adaptive_nfe_probe(data.test_x[:settings["probe_size"]], "dopri5", settings["tol"])
-        run_settings.update(probe_size=settings["probe_size"], probe_every=settings["probe_every"])
-    run = fit(f"mnist-{kind}", model, data, run_settings, num_epochs=settings["num_epochs"],
-              batch_size=settings["batch_size"], augment=settings["augment"], retrain=retrain, probe=probe,
-              probe_every=settings["probe_every"] if probe else 0, progress=progress)
-    return model, run
-
-
-@torch.no_grad()
-def tolerance_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tolerances,
-                    method: str = "dopri5", batch_size: int = 500) -> list[dict]:
-    """Fig. 3a/b: evaluate the trained ODE-Net with an adaptive solver at each tolerance (rtol = atol).
-
-    Returns one dict per tolerance: ``tol``, ``nfe`` (mean forward NFE per batch),
-    ``error`` (test error, fraction), ``seconds`` (mean wall time of one batch's forward pass).
-    """
-    from nodebook.utils import Timer
-
-    block = model.ode_block
-    model.eval()
-    rows = []
-    for tol in tolerances:
-        wrong, nfe, seconds, batches = 0, 0, 0.0, 0
-        with block.using_solver(method, tol, tol):
-            for xb, yb in Batches(x, y, batch_size):
-                with Timer() as tm:
-                    logits = model(xb)
-                wrong += (logits.argmax(1) != yb).sum().item()
-                nfe += block.nfe_forward
-                seconds += tm.seconds
-                batches += 1
-        rows.append({"tol": tol, "nfe": nfe / batches, "error": wrong / len(y), "seconds": seconds / batches})
-    return rows
-
-
-def adjoint_nfe(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tolerances,
-                method: str = "dopri5") -> list[dict]:
-    """Fig. 3c: forward and backward (adjoint) NFE of one training step on ``(x, y)`` at each tolerance.
-
-    The ODE block is solved with ``odeint_adjoint`` and ``method`` at rtol = atol = tol;
-    the backward NFE is what a :func:`nodebook.record_stats` block around
-    ``loss.backward()`` counts. Returns dicts ``tol``, ``nfe_forward``, ``nfe_backward``.
-    """
-    block = model.ode_block
-    if not block.adjoint:
-        raise ValueError("adjoint_nfe needs an ODE block solved with the adjoint method")
-    model.train()
-    rows = []
-    for tol in tolerances:
-        with block.using_solver(method, tol, tol):
-            loss = F.cross_entropy(model(x), y)
-            with record_stats() as log:
-                loss.backward()
-        rows.append({"tol": tol, "nfe_forward": block.nfe_forward, "nfe_backward": log.nfe_backward})
-    model.zero_grad(set_to_none=True)
-    return rows
-
-
-def memory_vs_depth(depths, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
-    """Training memory (see :func:`training_memory`) against depth, fresh untrained models:
-    ResNet with ``d`` residual blocks; ODE-Net (adjoint) and RK-Net (backprop) with ``d`` rk4 steps.
-    Returns dicts ``depth``, ``resnet``, ``odenet``, ``rknet`` (bytes) and ``kind``."""
-    from nodebook.models import mnist as models
-
-    rows = []
-    for d in depths:
-        nets = {"resnet": models.resnet(d), "odenet": models.odenet("rk4", options={"step_size": 1.0 / d}),
-                "rknet": models.rknet(d)}
-        row = {"depth": d}
-        for name, net in nets.items():
-            memory = training_memory(net.to(x.device), x, y)
-            row[name], row["kind"] = memory["bytes"], memory["kind"]
-        rows.append(row)
-    return rows

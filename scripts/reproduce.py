@@ -2,8 +2,8 @@
 
 Each chapter in ``_toc.yml`` is executed with papermill into
 ``_build/reproduce/<profile>/`` (the executed notebooks are kept) and
-refreshes its rows in ``results/`` (at ``smoke``, in the build folder
-instead). At the ``book`` profile the chapters
+refreshes its entries in the tracked ``results/`` (at ``smoke``, in the
+build folder instead; ``make book`` writes to ``_build/results`` only). At the ``book`` profile the chapters
 retrain from scratch (``retrain=True``) and overwrite the committed
 checkpoints; at ``paper`` they resume any interrupted run.
 """
@@ -15,7 +15,7 @@ import time
 
 from nodebook.book import run_notebook, toc_chapters
 from nodebook.profiles import PROFILES
-from nodebook.results import results_dir
+from nodebook.results import TRACKED_RESULTS, results_dir
 from nodebook.utils import REPO_ROOT, format_seconds
 
 
@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     if args.profile == "smoke":  # smoke runs never touch the committed results and checkpoints
         os.environ["NODEBOOK_RESULTS_DIR"] = str(out_dir / "results")
         os.environ["NODEBOOK_CHECKPOINTS"] = str(out_dir / "checkpoints")
+    else:
+        os.environ["NODEBOOK_RESULTS_DIR"] = str(TRACKED_RESULTS)
+    os.environ.pop("NODEBOOK_NO_TRAIN", None)
     chapters = [nb for nb in toc_chapters() if args.only is None or nb.stem in args.only]
     for notebook in chapters:
         start = time.perf_counter()

@@ -1,5 +1,6 @@
 """odeint_adjoint: gradients (y0, parameters, t) against backpropagation
-through the solver, finite differences and torchdiffeq; O(1) memory; seminorm."""
+through the solver, finite differences and torchdiffeq; O(1) memory; seminorm;
+tuple states and the backward solve's norm."""
 
 import pytest
 import torch
@@ -8,8 +9,6 @@ from torch import nn
 from nodebook.adjoint import odeint_adjoint
 from nodebook.memory import saved_tensor_bytes
 from nodebook.solvers import odeint, record_stats
-
-torchdiffeq = pytest.importorskip("torchdiffeq")
 
 D = torch.float64
 TIGHT = dict(rtol=1e-11, atol=1e-11)
@@ -40,6 +39,12 @@ def grads(solver, func, y0, t, **kw):
 
 def rel_err(a, b):
     return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture
+def torchdiffeq():
+    """The reference implementation; only the comparisons skip without it."""
+    return pytest.importorskip("torchdiffeq")
 
 
 @pytest.fixture
@@ -90,7 +95,7 @@ def test_adjoint_matches_backprop_and_finite_differences(problem):
     assert abs(fd - directional) < 1e-6 * abs(directional)
 
 
-def test_gradient_wrt_t(problem):
+def test_gradient_wrt_t(problem, torchdiffeq):
     func, y0, t = problem
     g_t = grads(odeint_adjoint, func, y0, t, **TIGHT)[1]
     theirs = grads(torchdiffeq.odeint_adjoint, func, y0, t, **TIGHT)[1]
@@ -104,7 +109,7 @@ def test_gradient_wrt_t(problem):
         assert abs(fd.item() - g_t[i].item()) < 1e-6 * g_t.abs().max().item()
 
 
-def test_backward_in_time_t(problem):
+def test_backward_in_time_t(problem, torchdiffeq):
     func, y0, _ = problem
     t = torch.tensor([1.5, 0.9, 0.0], dtype=D, requires_grad=True)
     g_adj = grads(odeint_adjoint, func, y0, t, **TIGHT)
@@ -180,6 +185,60 @@ def test_seminorm_saves_backward_evaluations():
                                 adjoint_options={"norm": norm})
             g = torch.autograd.grad((ys[-1] ** 2).sum(), [y0, *func.parameters()])
         out[norm] = (log.nfe_backward, g)
-    assert out["seminorm"][0] <= out["mixed"][0]
+    assert out["seminorm"][0] < out["mixed"][0]  # here 26 against 38 evaluations
     for a, b in zip(out["seminorm"][1], out["mixed"][1]):
         assert rel_err(a, b) < 1e-4
+
+
+def test_tuple_state_gradients_match_backprop():
+    torch.manual_seed(0)
+    W = torch.randn(2, 2, dtype=D, requires_grad=True)
+    a0 = torch.randn(3, 2, dtype=D, requires_grad=True)
+    b0 = torch.randn(3, dtype=D, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=D, requires_grad=True)
+
+    def f(s, y):
+        a, b = y
+        return torch.tanh(a @ W) * b[:, None], -b * a.sum(-1) * (1 + s)
+
+    def loss(solver):
+        a, b = solver(f, (a0, b0), t, **TIGHT, **({"adjoint_params": (W,)} if solver is odeint_adjoint else {}))
+        assert a.shape == (3, 3, 2) and b.shape == (3, 3)
+        return (a[1:] ** 2).sum() + b[-1].sum()
+
+    g_adj = torch.autograd.grad(loss(odeint_adjoint), [a0, b0, W, t])
+    g_bp = torch.autograd.grad(loss(odeint), [a0, b0, W])
+    for x, y in zip(g_adj, g_bp):
+        assert rel_err(x, y) < 1e-7
+    assert torch.isfinite(g_adj[3]).all() and g_adj[3].abs().sum() > 0
+
+
+def test_custom_adjoint_norm_sees_torchdiffeqs_tuple():
+    func = MLP()
+    y0 = torch.randn(3, 2, dtype=D, requires_grad=True)
+    seen = []
+
+    def norm(parts):
+        seen.append(tuple(p.shape for p in parts))
+        return max(p.abs().max() for p in parts if p.numel())
+
+    ys = odeint_adjoint(func, y0, torch.tensor([0.0, 1.0], dtype=D), adjoint_options={"norm": norm})
+    ys[-1].sum().backward()
+    # (dL/dt, z, a, *parameter gradients), as torchdiffeq passes them
+    assert seen[0] == ((), (3, 2), (3, 2), *(p.shape for p in func.parameters()))
+    assert torch.isfinite(y0.grad).all()
+
+
+def test_forward_norm_is_reused_on_z_and_a_by_default():
+    func = MLP()
+    y0 = torch.randn(3, 2, dtype=D, requires_grad=True)
+    shapes = []
+
+    def linf(x):
+        shapes.append(tuple(x.shape))
+        return x.abs().max()
+
+    ys = odeint_adjoint(func, y0, torch.tensor([0.0, 1.0], dtype=D), options={"norm": linf})
+    forward_calls = len(shapes)
+    ys[-1].sum().backward()
+    assert len(shapes) > forward_calls and set(shapes) == {(3, 2)}

@@ -1,4 +1,7 @@
-"""Continuous normalizing flows and the planar NF baseline (nodebook.models.cnf, .planar)."""
+"""Continuous normalizing flows and the planar NF baseline (nodebook.models.cnf, .planar).
+
+The chapter's runs, evaluations and the Hutchinson study are tested in test_experiments_cnf.py.
+"""
 
 import math
 
@@ -7,16 +10,10 @@ import torch
 from torch import nn
 
 from nodebook.data import toy2d
-from nodebook.models.cnf import (CNF, AugmentedDynamics, MLPDynamics, PlanarDynamics, batched, flow_stages,
-                                 grid_mass, hutchinson_noise, hutchinson_study, max_likelihood_step,
-                                 reverse_kl, trace_exact, trace_hutchinson)
+from nodebook.experiments.cnf import batched, grid_mass, jacobian_traces, max_likelihood_step
+from nodebook.models.cnf import (CNF, AugmentedDynamics, MLPDynamics, PlanarDynamics, hutchinson_noise,
+                                 negative_log_likelihood, reverse_kl, trace_exact, trace_hutchinson)
 from nodebook.models.planar import PlanarFlow, PlanarLayer, standard_normal_logprob
-
-
-def _jacobian_traces(func, t, z):
-    """Trace of the full Jacobian of func(t, .) at each row of z, by torch.autograd.functional."""
-    return torch.stack([torch.autograd.functional.jacobian(lambda x: func(t, x[None])[0], row).trace()
-                        for row in z])
 
 
 @pytest.fixture
@@ -29,7 +26,7 @@ def test_exact_trace_equals_jacobian_trace(mlp64):
     t = torch.tensor(0.3, dtype=torch.float64)
     z = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     f = mlp64(t, z)
-    assert torch.allclose(trace_exact(f, z), _jacobian_traces(mlp64, t, z.detach()), atol=1e-12)
+    assert torch.allclose(trace_exact(f, z), jacobian_traces(mlp64, t, z.detach()), atol=1e-12)
 
 
 def test_planar_analytic_trace_equals_exact():
@@ -40,7 +37,7 @@ def test_planar_analytic_trace_equals_exact():
     f, tr = func.forward_with_trace(t, z)
     assert torch.allclose(f, func(t, z))
     assert torch.allclose(tr, trace_exact(func(t, z), z), atol=1e-12)
-    assert torch.allclose(tr, _jacobian_traces(func, t, z.detach()), atol=1e-12)
+    assert torch.allclose(tr, jacobian_traces(func, t, z.detach()), atol=1e-12)
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher"])
@@ -53,7 +50,7 @@ def test_hutchinson_is_unbiased(mlp64, kind):
     f = mlp64(t, z)
     e = hutchinson_noise(z.shape, kind, dtype=torch.float64)
     estimates = trace_hutchinson(f, z, e)
-    exact = _jacobian_traces(mlp64, t, point)[0]
+    exact = jacobian_traces(mlp64, t, point)[0]
     se = estimates.std() / math.sqrt(draws)
     assert abs(estimates.mean() - exact) < 4 * se, (estimates.mean().item(), exact.item(), se.item())
     # and its variance is the known one: 2 ||J_sym||_F^2 (Gaussian), minus 2 sum J_ii^2 (Rademacher)
@@ -187,25 +184,9 @@ def test_reverse_kl_falls_for_both_families():
         assert sum(losses[-10:]) < sum(losses[:10]), type(model).__name__
 
 
-def test_flow_stages_at_fractions():
+def test_negative_log_likelihood_is_minus_mean_log_prob():
     torch.manual_seed(0)
-    flow = PlanarFlow(20)
-    z0 = torch.randn(6, 2)
-    points, _, _ = toy2d.grid(3.0, 5)
-    samples, densities = flow_stages(flow, [0.05, 1.0], z0, points)
-    assert torch.allclose(samples[1], flow.sample(z0), atol=1e-5)
-    assert torch.allclose(samples[0], flow.layers[19].inverse(z0), atol=1e-5)  # 5% of 20 layers: the last one undone
-    with torch.no_grad():
-        assert torch.allclose(densities[1], flow.log_prob(points).exp())
-    cnf = CNF(PlanarDynamics(2, 4), trace="analytic", rtol=1e-6, atol=1e-6)
-    samples, densities = flow_stages(cnf, [0.5], z0, points)
-    assert torch.allclose(samples[0], cnf.sample(z0, t=0.5))
-    assert densities[0].shape == (25,)
-
-
-def test_hutchinson_study_shapes_and_unbiasedness():
-    cost, spread, zscores = hutchinson_study([2, 3], iterations=1, tol=1e-3, num_points=2, draws=64)
-    assert set(cost) == {"exact", "hutchinson"} and all(len(v["seconds"]) == 2 for v in cost.values())
-    assert all(n > 0 for v in cost.values() for n in v["nfe"])
-    assert all(len(v) == 2 and all(s > 0 for s in v) for v in spread.values())
-    assert max(max(v) for v in zscores.values()) < 5
+    x = torch.randn(5, 2)
+    for model in (PlanarFlow(3), CNF(PlanarDynamics(2, 4), trace="analytic", method="rk4",
+                                     options={"step_size": 0.25})):
+        assert torch.allclose(negative_log_likelihood(model, x), -model.log_prob(x).mean())

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from nodebook.data.spirals import cubic_spiral, make_spirals, sample_observations
+from nodebook.experiments.latent_ode import latent_train_step
+from nodebook.experiments.trajectory import rnn_train_step
 from nodebook.models import dynamics, latent_ode, rnn
 
 
@@ -68,7 +70,7 @@ def test_latent_ode_train_step_lowers_loss(batch):
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     torch.manual_seed(1)
-    step = latent_ode.make_train_step(model, opt, obs.y, obs.index, obs.gaps, data.t_observed, 0.3, 8, 15)
+    step = latent_train_step(model, opt, obs.y, obs.index, obs.gaps, data.t_observed, 0.3, 8, 15)
     first, second = step(0), step(1)
     assert set(first) == {"loss", "log_likelihood", "kl"}
     assert second["loss"] < first["loss"]
@@ -130,7 +132,7 @@ def test_rnn_train_step_clips_gradients(batch):
     torch.manual_seed(0)
     net = rnn.RNNForecaster(use_gaps=True)
     opt = torch.optim.SGD(net.parameters(), lr=0.0)
-    step = rnn.make_train_step(net, opt, obs.y, obs.t, 15, 4, 1, max_grad_norm=1e-3)
+    step = rnn_train_step(net, opt, obs.y, obs.t, 15, 4, 1, max_grad_norm=1e-3)
     assert torch.isfinite(torch.tensor(step(0)["loss"]))
     norm = torch.sqrt(sum((p.grad ** 2).sum() for p in net.parameters()))
     assert float(norm) <= 1e-3 * (1 + 1e-4)

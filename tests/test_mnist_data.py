@@ -148,6 +148,41 @@ def test_random_crop_is_a_shifted_window():
     assert torch.equal(mnist.random_crop(x, padding=0), x)
 
 
+def test_random_affine_moves_digits_but_keeps_their_mass():
+    torch.manual_seed(0)
+    x = torch.zeros(32, 1, 28, 28)
+    x[:, :, 10:18, 12:16] = 1.0  # a bar in the middle, away from the border
+    out = mnist.random_affine(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.equal(out, x)
+    mass = out.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert ((mass > 0.7) & (mass < 1.3)).all()  # zoom 0.9-1.1 changes the area by at most about 20%
+    torch.manual_seed(0)
+    assert torch.equal(mnist.random_affine(x), out)  # global generator: reproducible
+    identity = mnist.random_affine(x, degrees=0.0, scale=(1.0, 1.0), shift=0.0)
+    assert torch.allclose(identity, x, atol=1e-5)
+
+
+def test_batches_name_their_augmentation():
+    x, y = torch.rand(6, 1, 28, 28), torch.arange(6)
+    assert mnist.Batches(x, y, 2, augment=True).augment is mnist.random_crop
+    assert mnist.Batches(x, y, 2, augment="affine").augment is mnist.random_affine
+    assert mnist.Batches(x, y, 2).augment is None
+    with pytest.raises(ValueError, match="unknown augmentation 'blur'.*affine.*crop"):
+        mnist.Batches(x, y, 2, augment="blur")
+
+
+def test_validation_split_is_disjoint_and_fixed():
+    x = torch.arange(100.0).view(100, 1, 1, 1)
+    data = mnist.MNIST(x, torch.arange(100), x[:5], torch.arange(5), "toy")
+    split = mnist.split_validation(data, 20, seed=0)
+    assert len(split.train_y) == 80 and len(split.test_y) == 20 and "validation split of 20" in split.name
+    assert set(split.train_y.tolist()).isdisjoint(split.test_y.tolist())
+    assert torch.equal(mnist.split_validation(data, 20, seed=0).test_y, split.test_y)
+    with pytest.raises(ValueError, match="num_val"):
+        mnist.split_validation(data, 100)
+
+
 def test_batches_cover_every_example_once():
     x, y = torch.arange(10.0).view(10, 1, 1, 1), torch.arange(10)
     batches = list(mnist.Batches(x, y, 4, shuffle=True))

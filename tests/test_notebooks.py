@@ -7,6 +7,7 @@ run chapters in parallel.
 """
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,7 @@ import papermill
 import pytest
 
 from nodebook.book import run_notebook, toc_chapters
+from nodebook.profiles import SETTINGS
 from nodebook.utils import REPO_ROOT
 
 SMOKE_DIR = REPO_ROOT / "_build" / "smoke"
@@ -50,14 +52,79 @@ def _chapter_test(notebook: Path):
         assert first.source.strip() == COLAB_CELL.read_text().strip(), "first cell must be scripts/colab_cell.py"
         assert "remove-cell" in first.metadata.get("tags", [])
 
+    def test_one_identity(self):
+        """book/NN_<name>.ipynb opens Chapter("<name>"), has a profile <name>, an experiments module
+        nodebook/experiments/<name>.py, and writes its results through ch.save_results() (<name>.json)."""
+        name = chapter_name(notebook)
+        code = _code(notebook)
+        assert f'Chapter("{name}", profile' in code
+        assert name in SETTINGS, f"no profile entry {name!r}"
+        assert (REPO_ROOT / "nodebook" / "experiments" / f"{name}.py").exists()
+        assert "ch.save_results()" in code and "ch.row(" not in code
+
+    def test_cells_call_the_package(self):
+        """No class or function defined in a cell; no profile flag decides whether to assert;
+        results are stated through ch.claim, not bare asserts."""
+        for cell in _code_cells(notebook):
+            assert not re.search(r"^\s*(def|class) ", cell, re.M), cell[:200]
+            assert not re.search(r"\bif\s+P\.|check_targets|min_accuracy", cell), cell[:200]
+            assert not re.search(r"^\s*assert ", cell, re.M), cell[:200]
+
     return {"test_executes_at_smoke": test_executes_at_smoke,
             "test_parameters_cell_has_literals_only": test_parameters_cell_has_literals_only,
-            "test_colab_cell_first_and_hidden": test_colab_cell_first_and_hidden}
+            "test_colab_cell_first_and_hidden": test_colab_cell_first_and_hidden,
+            "test_one_identity": test_one_identity,
+            "test_cells_call_the_package": test_cells_call_the_package}
+
+
+def chapter_name(notebook: Path) -> str:
+    """``book/03_mnist.ipynb`` -> ``mnist``."""
+    match = re.fullmatch(r"\d\d_([a-z0-9_]+)", notebook.stem)
+    assert match, f"{notebook.name}: chapters are named book/NN_<name>.ipynb"
+    return match.group(1)
+
+
+def _code_cells(notebook: Path) -> list[str]:
+    """The code cells after the Colab cell."""
+    return [c.source for c in nbformat.read(notebook, as_version=4).cells if c.cell_type == "code"][1:]
+
+
+def _code(notebook: Path) -> str:
+    return "\n".join(_code_cells(notebook))
 
 
 for _nb in toc_chapters():
     _name = "TestChapter_" + _nb.stem
     globals()[_name] = type(_name, (), _chapter_test(_nb))
+
+
+def test_models_never_import_training():
+    """Layers point one way: nodebook/models/* export modules and losses only."""
+    for path in (REPO_ROOT / "nodebook" / "models").glob("*.py"):
+        text = path.read_text()
+        imports = re.findall(r"^\s*(?:from|import)\s+([\w.]+)(?:\s+import\s+([\w, ()]+))?", text, re.M)
+        for module, names in imports:
+            assert not re.match(r"nodebook\.(train|checkpoint|experiments)", module), (path.name, module)
+            if module == "nodebook":
+                assert not re.search(r"\b(train|checkpoint|experiments)\b", names), (path.name, names)
+
+
+def test_template_has_every_mandatory_cell():
+    """book/_template.ipynb (CONTRIBUTING's "add a chapter") starts as every chapter must."""
+    template = REPO_ROOT / "book" / "_template.ipynb"
+    nb = nbformat.read(template, as_version=4)
+    assert nb.cells[0].source.strip() == COLAB_CELL.read_text().strip()
+    assert "remove-cell" in nb.cells[0].metadata.get("tags", [])
+    assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    code = _code(template)
+    for needed in ('Chapter("<name>", profile, seed)', "ch.result(", "ch.claim(", "ch.save_results()",
+                   "ch.wall_time()"):
+        assert needed in code, needed
+
+
+def test_every_profile_is_a_chapter():
+    names = {chapter_name(nb) for nb in toc_chapters() if nb.stem[:2].isdigit()}
+    assert names == set(SETTINGS), (names, set(SETTINGS))
 
 
 class TestHarnessBites:

@@ -5,11 +5,15 @@ import torch
 from torch import nn
 
 from nodebook.adjoint import odeint_adjoint
-from nodebook.solvers import SolveStats, odeint, record_stats
-
-torchdiffeq = pytest.importorskip("torchdiffeq")
+from nodebook.solvers import SOLVERS, SolveStats, odeint, record_stats
 
 D = torch.float64
+
+
+@pytest.fixture
+def torchdiffeq():
+    """The reference implementation; only the comparisons skip without it."""
+    return pytest.importorskip("torchdiffeq")
 
 
 class Counted(nn.Module):
@@ -34,9 +38,9 @@ Y0 = torch.tensor([[0.5, -1.0], [1.0, 0.3]], dtype=D)
 T = torch.tensor([0.0, 0.7, 2.0], dtype=D)
 
 
-@pytest.mark.parametrize("method, options", [
-    ("euler", None), ("midpoint", {"step_size": 0.1}), ("rk4", {"step_size": 0.3}),
-    ("bosh3", None), ("dopri5", None), ("dopri5", {"first_step": 0.01})])
+@pytest.mark.parametrize("method, options", [(m, None) for m in sorted(SOLVERS)] + [
+    ("midpoint", {"step_size": 0.1}), ("rk4", {"step_size": 0.3}), ("rk4_38", {"step_size": 0.3}),
+    ("dopri5", {"first_step": 0.01})])
 def test_counts_match_a_counting_wrapper(method, options):
     func = Counted()
     with record_stats() as log:
@@ -45,8 +49,8 @@ def test_counts_match_a_counting_wrapper(method, options):
     assert isinstance(stats, SolveStats)
     assert (stats.method, stats.direction) == (method, "forward")
     assert stats.nfe == func.calls == log.nfe_forward
-    s = {"euler": 1, "midpoint": 2, "rk4": 4, "bosh3": 4, "dopri5": 7}[method]
-    if method in ("bosh3", "dopri5"):  # FSAL: s - 1 new stages per step, +1 for f(t0),
+    s = SOLVERS[method].tableau.stages
+    if SOLVERS[method].adaptive:  # FSAL: s - 1 new stages per step, +1 for f(t0),
         start = 1 if options else 2     # +1 for Hairer's initial step selection
         assert stats.nfe == start + (s - 1) * stats.n_steps
     else:
@@ -72,12 +76,13 @@ def test_rejections_are_counted(method):
 
 
 @pytest.mark.parametrize("method", ["bosh3", "dopri5"])
-def test_nfe_matches_torchdiffeq(method):
+def test_nfe_matches_torchdiffeq(method, torchdiffeq):
     ours, theirs = Counted(), Counted()
     with record_stats() as log:
         odeint(ours, Y0, T, rtol=1e-7, atol=1e-9, method=method)
     torchdiffeq.odeint(theirs, Y0, T, rtol=1e-7, atol=1e-9, method=method)
-    assert abs(log.nfe - theirs.calls) <= 0.1 * theirs.calls
+    # the same controller; nodebook clips the last step to land on t[-1] (a step or two apart)
+    assert abs(log.nfe - theirs.calls) <= 2 * (SOLVERS[method].tableau.stages - 1)
 
 
 def test_nested_blocks_both_record_and_outside_is_not_recorded():
@@ -98,7 +103,7 @@ def test_options_unaffected_and_stats_object_is_independent():
     with record_stats() as log:
         odeint(Counted(), Y0, T, method="rk4", options=opts)
     assert opts == {"step_size": 0.5}
-    assert log.solves[0].n_accepted == 2 + 3
+    assert log.solves[0].n_accepted == 4  # the grid 0, 0.5, ..., 2.0, as torchdiffeq
 
 
 @pytest.mark.parametrize("t_grad", [False, True])

@@ -1,12 +1,16 @@
-"""nodebook.train: the recipe's schedule, interrupt-and-resume, NFE logs, memory and Fig. 3 helpers."""
+"""nodebook.train and nodebook.experiments.mnist: recipes and schedules, interrupt-and-resume, NFE logs,
+memory and Fig. 3 helpers, the checkpoint keys of Table 1's runs."""
+
+import math
 
 import pytest
 import torch
 
 from nodebook.data.mnist import MNIST
+from nodebook.experiments import mnist as experiments
+from nodebook.experiments.mnist import adjoint_nfe, memory_vs_depth, time_per_batch, tolerance_sweep, training_memory
 from nodebook.models import mnist as models
-from nodebook.train import (adjoint_nfe, evaluate, fit, memory_vs_depth, scaled_lr, step_schedule,
-                            time_per_batch, tolerance_sweep, training_memory)
+from nodebook.train import Recipe, evaluate, fit, scaled_lr, step_schedule, warmup_cosine
 
 
 def _tiny_data(n=96, seed=0):
@@ -32,12 +36,12 @@ def test_schedule_scales_the_recipe():
     assert lrs[279] == pytest.approx(0.002) and lrs[280] == pytest.approx(0.0002)  # epoch 140
 
 
-def _run(tmp_path, on_batch=None, augment=True):
+def _run(tmp_path, on_batch=None, augment="crop"):
     torch.manual_seed(0)
     net = models.odenet("rk4", options={"step_size": 1.0})
     data = _tiny_data()
-    run = fit("t-ode", net, data, {"test": 1}, num_epochs=3, batch_size=16, augment=augment, on_batch=on_batch,
-              directory=tmp_path, progress=False)
+    run = fit("t-ode", {"test": 1}, net, data, Recipe(num_epochs=3, batch_size=16, augment=augment),
+              on_batch=on_batch, directory=tmp_path, progress=False)
     return net, run
 
 
@@ -67,12 +71,13 @@ def test_history_logs_nfe_accuracy_and_loss(tmp_path):
     net = models.odenet("rk4", options={"step_size": 0.5})
     data = _tiny_data()
     calls = []
-    run = fit("t-log", net, data, {}, num_epochs=2, batch_size=16, lr=0.1, augment=False, directory=tmp_path,
+    run = fit("t-log", {}, net, data, Recipe(num_epochs=2, batch_size=16, lr=0.1, augment=None), directory=tmp_path,
               progress=False, probe=lambda m: (calls.append(1), {"probe_value": 7})[1], probe_every=3)
     first, last = run.history
     assert set(first) >= {"loss", "train_accuracy", "test_accuracy", "nfe_forward", "nfe_backward", "lr",
                           "train_seconds", "seconds", "step", "probe_value", "probes"}
     assert first["nfe_forward"] == 8 and first["nfe_backward"] == 8  # 2 rk4 steps, forward and adjoint
+    assert first["nfe_trace"] == [8] * 4  # one entry per batch: 64 images in batches of 16
     assert last["loss"] < first["loss"]
     assert [p["iteration"] for p in first["probes"] + last["probes"]] == [0, 3, 4, 6, 8]
     assert len(calls) == 5
@@ -82,7 +87,7 @@ def test_rknet_has_no_backward_solve_and_evaluate_counts(tmp_path):
     torch.manual_seed(0)
     net = models.rknet(2)
     data = _tiny_data()
-    run = fit("t-rk", net, data, {}, num_epochs=1, batch_size=32, directory=tmp_path, progress=False)
+    run = fit("t-rk", {}, net, data, Recipe(num_epochs=1, batch_size=32), directory=tmp_path, progress=False)
     assert run.history[0]["nfe_forward"] == 8 and run.history[0]["nfe_backward"] == 0
     result = evaluate(net, data.test_x, data.test_y)
     assert result["nfe_forward"] == 8 and 0 <= result["accuracy"] <= 1
@@ -122,3 +127,69 @@ def test_memory_of_a_slice_counts_only_the_batch():
     net = models.mlp()
     assert training_memory(net, big_x[:4], big_y[:4]) == training_memory(net, big_x[:4].clone(), big_y[:4].clone())
     assert training_memory(net, big_x[:4], big_y[:4])["bytes"] < 2e6  # not the 3 MB of the whole tensor
+
+
+def test_warmup_cosine_schedule():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched = warmup_cosine(opt, total_iterations=10, warmup_iterations=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])  # linear warm-up, then the peak
+    assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:])) and lrs[-1] < 0.05
+
+
+def test_recipe_builds_optimizer_and_rejects_bad_settings():
+    recipe = Recipe(num_epochs=2, batch_size=256, lr=0.1, nesterov=True, weight_decay=5e-4, schedule="cosine",
+                    warmup_epochs=1.0)
+    opt = recipe.optimizer([torch.zeros(1, requires_grad=True)])
+    group = opt.param_groups[0]
+    assert group["lr"] == pytest.approx(0.2) and group["nesterov"] and group["weight_decay"] == 5e-4
+    with pytest.raises(ValueError, match="unknown schedule 'onecycle'"):
+        Recipe(num_epochs=1, schedule="onecycle")
+    with pytest.raises(ValueError, match="positive"):
+        Recipe(num_epochs=0)
+    with pytest.raises(ValueError, match="unknown augmentation 'flip'"):
+        fit("t-bad", {}, models.mlp(), _tiny_data(), Recipe(num_epochs=1, augment="flip"), progress=False)
+
+
+def test_table1_run_keys_hold_exactly_what_determines_the_run():
+    solver = experiments.Solver("dopri5", 1e-3, None, adjoint=True)
+    assert experiments.run_key("resnet", 0, None) == {"model": "resnet", "seed": 0}
+    key = experiments.run_key("odenet", 1, solver, probe_size=256)
+    assert key == {"model": "odenet", "seed": 1, "method": "dopri5", "tol": 1e-3, "step_size": None,
+                   "adjoint": True, "probe_size": 256, "probe_every": 0}
+    assert experiments.build("rknet", experiments.ADAPTIVE["rknet"]).ode_block.adjoint is False
+    assert experiments.build("odenet", experiments.ADAPTIVE["odenet"]).ode_block.method == "dopri5"
+    with pytest.raises(ValueError, match="needs a Solver"):
+        experiments.build("odenet")
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        experiments.build("vgg")
+
+
+def test_the_long_runs_use_the_paper_model_sizes():
+    """Table 1's models as the CPU runs train them: the public code's parameter counts."""
+    counts = {k: models.count_parameters(experiments.build(k, experiments.ADAPTIVE.get(k))) for k in experiments.KINDS}
+    assert counts["odenet"] == counts["rknet"] == models.PUBLIC_RERUN_PARAMS["odenet"] == 208266
+    assert counts["resnet"] == models.PUBLIC_RERUN_PARAMS["resnet"] == 576778
+    assert counts["mlp"] == 784 * 300 + 300 + 300 * 10 + 10
+
+
+def test_train_model_trains_then_loads_under_its_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    data = _tiny_data()
+    recipe = Recipe(num_epochs=1, batch_size=32, schedule="cosine", warmup_epochs=0.5, augment="affine")
+    solver = experiments.Solver("rk4", 1e-3, 0.5, adjoint=True)
+    net, run = experiments.train_model("odenet", data, recipe, solver=solver, probe_size=8, progress=False)
+    assert run.source == "trained" and run.history[0]["nfe_adaptive"] > 0
+    again, loaded = experiments.train_model("odenet", data, recipe, solver=solver, probe_size=8, progress=False)
+    assert loaded.source == "loaded" and loaded.path == run.path
+    for a, b in zip(net.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    monkeypatch.setenv("NODEBOOK_NO_TRAIN", "1")
+    from nodebook.checkpoint import TrainingDisabled
+    with pytest.raises(TrainingDisabled, match="make reproduce"):
+        experiments.train_model("odenet", data, recipe, solver=solver, seed=1, progress=False)

@@ -257,16 +257,59 @@ def random_crop(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
     return padded[batch, channel, rows, cols]
 
 
+def random_affine(x: torch.Tensor, degrees: float = 10.0, scale=(0.9, 1.1), shift: float = 2.0) -> torch.Tensor:
+    """Random rotation (±``degrees``), zoom (``scale``) and shift (±``shift`` pixels) of each image.
+
+    ``(B, C, H, W) -> (B, C, H, W)``, bilinear, zero outside. The draws come
+    from torch's global generator on the CPU, so a resumed run draws the same
+    transforms on any device. The chapter ``03_mnist`` trains its
+    convolutional models with it.
+    """
+    B, C, H, W = x.shape
+    draws = torch.rand(4, B)
+    angle = (2 * draws[0] - 1) * degrees * torch.pi / 180
+    zoom = scale[0] + (scale[1] - scale[0]) * draws[1]
+    tx, ty = (2 * draws[2] - 1) * shift * 2 / W, (2 * draws[3] - 1) * shift * 2 / H
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(x), (B, C, H, W), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+AUGMENTATIONS = {"crop": random_crop, "affine": random_affine}
+
+
+def split_validation(data: MNIST, num_val: int = 5000, seed: int = 0) -> MNIST:
+    """Hold out ``num_val`` training images (a fixed random draw) as the evaluation set.
+
+    Returns an :class:`MNIST` whose ``test_x``/``test_y`` are the held-out
+    images and whose train set is the rest: recipes are tuned on this, never
+    on the test set.
+    """
+    if not 0 < num_val < len(data.train_y):
+        raise ValueError(f"num_val must be between 1 and {len(data.train_y) - 1}, got {num_val}")
+    perm = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed)).to(data.train_x.device)
+    val, train = perm[:num_val], perm[num_val:]
+    return MNIST(data.train_x[train], data.train_y[train], data.train_x[val], data.train_y[val],
+                 f"{data.name}, validation split of {num_val} (seed {seed})", data.tag)
+
+
 class Batches:
     """Minibatches by indexing in-memory tensors: ``for x, y in Batches(X, Y, 128, shuffle=True, augment=True)``.
 
-    Shuffling uses torch's global generator; ``augment`` applies :func:`random_crop`.
+    Shuffling uses torch's global generator; ``augment`` names an entry of
+    :data:`AUGMENTATIONS` (``True`` means ``"crop"``, :func:`random_crop`).
     The last, smaller batch is kept.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
                  augment: bool = False):
-        self.x, self.y, self.batch_size, self.shuffle, self.augment = x, y, batch_size, shuffle, augment
+        if augment is True:
+            augment = "crop"
+        if augment and augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(AUGMENTATIONS)}")
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.augment = AUGMENTATIONS[augment] if augment else None
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
@@ -280,4 +323,4 @@ class Batches:
             else:
                 idx = order[start:start + self.batch_size]
                 xb, yb = self.x[idx], self.y[idx]
-            yield (random_crop(xb) if self.augment else xb), yb
+            yield (self.augment(xb) if self.augment is not None else xb), yb

@@ -15,7 +15,7 @@ argument, so the data never depend on (or disturb) the global random state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -206,3 +206,10 @@ def rmse(prediction: torch.Tensor, target: torch.Tensor) -> float:
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
     return float(torch.sqrt(torch.mean((prediction - target) ** 2)))
+
+
+def to_device(data, device):
+    """A copy of a :class:`Trajectory`, :class:`SpiralData` or :class:`Observations` with every
+    tensor on ``device`` (the same object's tensors where they are already there)."""
+    return replace(data, **{f.name: getattr(data, f.name).to(device) for f in fields(data)
+                            if isinstance(getattr(data, f.name), torch.Tensor)})

@@ -19,19 +19,18 @@ so a CNF integrates the state ``y = [z, log p]`` (shape ``[N, D + 1]``) with
 Dynamics: :class:`PlanarDynamics` (the paper's planar CNF, eq. 10: M planar
 units whose parameters come from a hypernetwork of t, with a sigmoid gate, as
 in the authors' torchdiffeq example) and :class:`MLPDynamics` (a general MLP
-of (z, t)).
+of (z, t)). Losses: :func:`reverse_kl` (density matching) and
+:func:`negative_log_likelihood` (maximum likelihood). The chapter's training
+runs, evaluations and the Hutchinson study are in :mod:`nodebook.experiments.cnf`.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 from torch import nn
 
-from nodebook import odeint, odeint_adjoint, record_stats
-from nodebook.checkpoint import chunked_step
-from nodebook.models.planar import PlanarFlow, standard_normal_logprob
+from nodebook import odeint, odeint_adjoint
+from nodebook.models.planar import standard_normal_logprob
 
 TRACES = ("exact", "hutchinson", "analytic")
 NOISES = ("gaussian", "rademacher")
@@ -251,7 +250,7 @@ class CNF(nn.Module):
         return zs[-1]
 
 
-# Training objectives (used by the chapter's train steps; no training loop here).
+# Training objectives (losses; the chapter's training loops live in nodebook.experiments.cnf).
 
 def reverse_kl(model: nn.Module, log_target, num_samples: int) -> torch.Tensor:
     """E_q[log q(z1) - log p~(z1)] for z0 ~ N(0, I) flowed forward (paper, Fig. 4).
@@ -266,144 +265,11 @@ def reverse_kl(model: nn.Module, log_target, num_samples: int) -> torch.Tensor:
     return (logq - log_target(z1)).mean()
 
 
-def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int):
-    """A ``train_step(step)`` for load_or_train: ``iterations`` reverse-KL updates, mean loss logged."""
-    return chunked_step(lambda: reverse_kl(model, log_target, batch_size), optimizer, iterations)
-
-
-def max_likelihood_step(model: nn.Module, sampler, optimizer, batch_size: int, iterations: int):
-    """A ``train_step(step)``: ``iterations`` updates of -mean log p(x) on fresh batches ``sampler(n)``."""
-    return chunked_step(lambda: -model.log_prob(sampler(batch_size)).mean(), optimizer, iterations, name="nll")
-
-
-@torch.no_grad()
-def batched(fn, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """fn applied to x in chunks along dim 0 (grid densities and test sets), concatenated."""
-    return torch.cat([fn(chunk) for chunk in x.split(batch_size)])
-
-
-def log_density(model: nn.Module, points: torch.Tensor, generative: bool = True) -> torch.Tensor:
-    """log q at points [N, 2] -> [N] for a CNF or a PlanarFlow, batched and without gradients.
-
-    ``generative``: a PlanarFlow trained by density matching maps base to
-    target (its density needs the inverse); one trained by maximum
-    likelihood maps data to base.
-    """
-    if isinstance(model, PlanarFlow):
-        return batched(model.model_log_prob if generative else model.log_prob, points)
-    return batched(model.log_prob, points)
-
-
-def flow_stages(model: nn.Module, fractions, z0: torch.Tensor, points: torch.Tensor):
-    """Samples and densities at fractions of the flow from the base (paper, Fig. 5/6).
-
-    For a CNF, fraction s is time t0 + s (t1 - t0); for a K-layer PlanarFlow
-    fitted by maximum likelihood (data -> base), the generative direction
-    undoes round(s K) layers. Returns (list of samples [N, 2], list of
-    densities [len(points)]), one per fraction.
-    """
-    samples, densities = [], []
-    for s in fractions:
-        if isinstance(model, PlanarFlow):
-            start = len(model.layers) - round(s * len(model.layers))
-            samples.append(model.sample(z0, start=start))
-            densities.append(batched(lambda x: model.log_prob(x, start=start), points).exp())
-        else:
-            t = model.t0 + s * (model.t1 - model.t0)
-            samples.append(model.sample(z0, t=t))
-            densities.append(batched(lambda x: model.log_prob(x, t=t), points).exp())
-    return samples, densities
-
-
-# Beyond the paper: the cost and spread of Hutchinson's estimator (FFJORD).
-
-def correlated_gaussian(dim: int, generator: torch.Generator | None = None):
-    """A synthetic D-dimensional density: a sampler of N(0, L L^T) with a random lower-triangular L."""
-    L = torch.randn(dim, dim, generator=generator).tril() / dim ** 0.5 + torch.eye(dim)
-    return lambda num: torch.randn(num, dim) @ L.T
-
-
-def trace_cost(dim: int, trace: str, iterations: int, batch_size: int = 128, tol: float = 1e-3,
-               num_hiddens: int = 64, noise: str = "gaussian"):
-    """Train an MLP CNF on :func:`correlated_gaussian` for ``iterations`` steps with ``trace``.
-
-    Backpropagates through dopri5 at rtol = atol = ``tol``. Returns (model,
-    mean seconds per iteration, mean forward NFE per iteration, last NLL).
-    """
-    sampler = correlated_gaussian(dim, torch.Generator().manual_seed(dim))
-    model = CNF(MLPDynamics(dim, num_hiddens), trace=trace, noise=noise, rtol=tol, atol=tol)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    seconds, nfe = 0.0, 0
-    for _ in range(iterations):
-        x = sampler(batch_size)
-        start = time.perf_counter()
-        with record_stats() as log:
-            loss = -model.log_prob(x).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seconds += time.perf_counter() - start
-        nfe += log.nfe_forward
-    return model, seconds / iterations, nfe / iterations, loss.item()
-
-
-@torch.no_grad()
-def hutchinson_spread(model: "CNF", x: torch.Tensor, draws: int, noise: str = "gaussian"):
-    """Spread of the Hutchinson log-density over ``draws`` probes, at each point of x [N, D].
-
-    Each point is repeated ``draws`` times in one solve (one probe per row).
-    Returns (exact log p [N], mean estimate [N], std of the estimate [N]).
-    """
-    trace, model.dynamics.trace, model.noise = model.dynamics.trace, "exact", noise
-    try:
-        exact = model.log_prob(x)
-        model.dynamics.trace = "hutchinson"
-        estimates = model.log_prob(x.repeat_interleave(draws, 0)).reshape(len(x), draws)
-    finally:
-        model.dynamics.trace = trace
-    return exact, estimates.mean(1), estimates.std(1)
-
-
-def hutchinson_study(dims, iterations: int, tol: float, num_points: int, draws: int, seed: int = 0):
-    """Exact trace against Hutchinson's as the dimension grows (chapter 06_cnf, "Beyond the paper").
-
-    For each D in ``dims``: seconds per training iteration and forward NFE of
-    :func:`trace_cost` with each trace, then, on the Hutchinson-trained model,
-    the spread of the log-density estimate at ``num_points`` points over
-    ``draws`` Gaussian and Rademacher probes, and the z-score of its mean
-    against the exact value (|z| of a few at most if unbiased).
-    Returns (cost: {trace: {"seconds", "nfe"}}, spread: {noise: [mean std]},
-    zscores: {noise: [largest |z| over the points]}).
-    """
-    cost = {name: {"seconds": [], "nfe": []} for name in ("exact", "hutchinson")}
-    spread = {noise: [] for noise in NOISES}
-    zscores = {noise: [] for noise in NOISES}
-    for dim in dims:
-        for name in cost:
-            torch.manual_seed(seed)
-            model, seconds, nfe, _ = trace_cost(dim, name, iterations, tol=tol)
-            cost[name]["seconds"].append(seconds)
-            cost[name]["nfe"].append(nfe)
-        x = correlated_gaussian(dim, torch.Generator().manual_seed(dim))(num_points)
-        for noise in NOISES:
-            exact, mean, std = hutchinson_spread(model, x, draws, noise)
-            spread[noise].append(std.mean().item())
-            zscores[noise].append(((mean - exact) / (std / draws ** 0.5)).abs().max().item())
-    return cost, spread, zscores
-
-
-def num_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def grid_mass(log_density: torch.Tensor, cell_area: float) -> float:
-    """Integral of exp(log_density) over grid cells of area ``cell_area`` (should be ~1)."""
-    return float(torch.logsumexp(log_density.double(), 0).exp() * cell_area)
+def negative_log_likelihood(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """-mean log p(x) over points x [N, D] (paper, Fig. 5/6), for a CNF or a normalising PlanarFlow."""
+    return -model.log_prob(x).mean()
 
 
 __all__ = ["CNF", "PlanarDynamics", "MLPDynamics", "HyperNetwork", "AugmentedDynamics",
-           "trace_exact", "trace_hutchinson", "reverse_kl", "density_matching_step",
-           "max_likelihood_step", "batched", "log_density", "flow_stages", "correlated_gaussian",
-           "trace_cost", "hutchinson_spread", "hutchinson_study", "hutchinson_noise", "num_parameters", "grid_mass",
+           "trace_exact", "trace_hutchinson", "hutchinson_noise", "reverse_kl", "negative_log_likelihood",
            "standard_normal_logprob"]

@@ -4,7 +4,8 @@ cubic-spiral demo of torchdiffeq.
 
 The model is ``dy/dt = f_θ(y)``, an MLP; fitting it means solving the ODE from
 the first point of short windows of the data and matching the rest of each
-window (backpropagating through the solver).
+window (backpropagating through the solver). The training runs are in
+:mod:`nodebook.experiments.trajectory`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import torch
 from torch import nn
 
 from nodebook import odeint
-from nodebook.checkpoint import chunked_step
 from nodebook.data.spirals import sample_windows
 
 
@@ -53,22 +53,14 @@ def window_loss(func: nn.Module, t: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 def vector_field_grid(func: nn.Module, lim: float = 2.0, num: int = 21):
-    """The field on a ``num`` x ``num`` grid of ``[-lim, lim]^2``: ``(X, Y, U, V)`` as tensors."""
-    axis = torch.linspace(-lim, lim, num)
+    """The field on a ``num`` x ``num`` grid of ``[-lim, lim]^2``: ``(X, Y, U, V)`` as tensors
+    (on the device of ``func``'s parameters)."""
+    device = next(func.parameters()).device
+    axis = torch.linspace(-lim, lim, num, device=device)
     X, Y = torch.meshgrid(axis, axis, indexing="xy")
     with torch.no_grad():
-        uv = func(torch.tensor(0.0), torch.stack([X, Y], dim=-1))
+        uv = func(torch.tensor(0.0, device=device), torch.stack([X, Y], dim=-1))
     return X, Y, uv[..., 0], uv[..., 1]
-
-
-def make_train_step(func: nn.Module, optimizer: torch.optim.Optimizer, t: torch.Tensor, y: torch.Tensor,
-                    batch_size: int, window: int, iterations: int, last_start: int | None = None,
-                    scheduler=None, **solver):
-    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
-    optimizer steps on :func:`window_loss` (windows drawn with torch's global generator),
-    then one ``scheduler`` step if given. Returns the chunk's mean loss."""
-    return chunked_step(lambda: window_loss(func, t, y, batch_size, window, last_start, **solver),
-                        optimizer, iterations, scheduler=scheduler)
 
 
 @torch.no_grad()

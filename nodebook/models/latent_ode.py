@@ -10,7 +10,8 @@ Generative model (paper, Eq. 11-13)::
 Recognition model: an RNN run *backwards* in time over the observations (each
 with its time gap) gives the mean and log-variance of the Gaussian posterior
 q(z(t0) | x). Training maximises the ELBO (reconstruction log-likelihood minus
-KL(q || prior)) with the reparameterisation trick.
+KL(q || prior)) with the reparameterisation trick. The training runs are in
+:mod:`nodebook.experiments.latent_ode`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import torch
 from torch import nn
 
 from nodebook import odeint, odeint_adjoint
-from nodebook.checkpoint import chunked_step
 
 
 class Encoder(nn.Module):
@@ -119,20 +119,6 @@ def elbo(model: LatentODE, y: torch.Tensor, index: torch.Tensor, gaps: torch.Ten
     kl = kl_standard_normal(mean, logvar)
     loss = -(log_likelihood - kl_weight * kl).mean()
     return loss, {"log_likelihood": log_likelihood.mean().item(), "kl": kl.mean().item()}
-
-
-def make_train_step(model: LatentODE, optimizer: torch.optim.Optimizer, y: torch.Tensor,
-                    index: torch.Tensor, gaps: torch.Tensor, t_grid: torch.Tensor, noise_std: float,
-                    batch_size: int, iterations: int, scheduler=None):
-    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
-    Adam steps on the negative ELBO, each on ``batch_size`` spirals drawn with torch's
-    global generator, then one ``scheduler`` step if given. Returns the chunk's mean loss,
-    log-likelihood and KL.
-    """
-    def loss_fn():
-        batch = torch.randint(0, y.shape[0], (batch_size,))
-        return elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std)
-    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler)
 
 
 @torch.no_grad()

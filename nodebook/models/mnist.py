@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from nodebook import odeint, odeint_adjoint, record_stats
+from nodebook.solvers.odeint import get_method
 
 NUM_CHANNELS = 64
-MODEL_NAMES = ("mlp", "resnet", "rknet", "odenet")
 
 
 def norm(dim: int) -> nn.GroupNorm:
@@ -90,7 +90,7 @@ class ODEBlock(nn.Module):
     After each forward, ``self.stats`` is the :func:`nodebook.record_stats` log
     of that solve and ``self.nfe_forward`` its number of function evaluations;
     the backward NFE of the adjoint is recorded by a ``record_stats`` block
-    around ``loss.backward()`` (see :mod:`nodebook.train`).
+    around ``loss.backward()`` (see :func:`nodebook.train.train_epoch`).
     """
 
     def __init__(self, func: nn.Module, *, adjoint: bool = True, method: str = "dopri5",
@@ -114,6 +114,11 @@ class ODEBlock(nn.Module):
             yield self
         finally:
             self.set_solver(*saved)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether the block's solver chooses its own steps (e.g. dopri5)."""
+        return get_method(self.method).adaptive
 
     @property
     def nfe_forward(self) -> int:
@@ -201,23 +206,6 @@ def mlp(num_hiddens: int = 300) -> MLP:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def build(kind: str, settings: dict) -> nn.Module:
-    """The model ``kind`` (one of ``MODEL_NAMES`` or ``"stem"``) as a chapter's profile configures it.
-
-    Keys read: ``ode_method``, ``ode_step_size`` (fixed-step methods) and ``tol``
-    (adaptive ones) for the ODE-Net's training solver; ``rk_step_size`` for RK-Net.
-    """
-    if kind == "odenet":
-        options = None if settings["ode_step_size"] is None else {"step_size": settings["ode_step_size"]}
-        return odenet(settings["ode_method"], settings["tol"], settings["tol"], options)
-    if kind == "rknet":
-        return rknet(round(1 / settings["rk_step_size"]))
-    builders = {"resnet": resnet, "mlp": mlp, "stem": stem_only}
-    if kind not in builders:
-        raise ValueError(f"unknown model {kind!r}; choose one of {MODEL_NAMES + ('stem',)}")
-    return builders[kind]()
 
 
 # The paper's Table 1 (test error in %, parameters) and parameter counts of public reruns.

@@ -4,15 +4,13 @@
 An RNN is a discrete-time model: it maps one observation to a prediction of the
 next, so it knows about elapsed time only if we feed it the time gaps
 (``use_gaps=True``). Extrapolating means feeding its own predictions back in,
-one step at a time.
+one step at a time. Their training steps are in :mod:`nodebook.experiments.trajectory`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from nodebook.checkpoint import chunked_step
 
 
 class RNNForecaster(nn.Module):
@@ -108,36 +106,6 @@ def rollout_loss(model: RNNForecaster, y: torch.Tensor, t: torch.Tensor, num_con
     if teacher is not None:
         errors.append((teacher - y[:, 1:num_context]) ** 2)
     return torch.cat([e.flatten() for e in errors]).mean()
-
-
-def make_train_step(model: RNNForecaster, optimizer: torch.optim.Optimizer, y: torch.Tensor,
-                    t: torch.Tensor, num_context: int, batch_size: int, iterations: int,
-                    window: int | None = None, scheduler=None, max_grad_norm: float | None = None):
-    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
-    Adam steps on :func:`rollout_loss`.
-
-    ``max_grad_norm`` clips the gradient's global norm before each step
-    (backpropagating through a long rollout of its own predictions, an RNN's
-    gradient can spike).
-
-    ``y`` (N, n, d) with times ``t`` (N, n) or (n,): each iteration draws
-    ``batch_size`` sequences (torch's global generator); with ``window`` it
-    also draws a random window of that many consecutive points from each
-    (for one long trajectory cut into pieces). ``scheduler`` steps once per chunk.
-    Returns the chunk's mean loss.
-    """
-    t = t.expand(y.shape[0], -1) if t.dim() == 1 else t
-
-    def loss_fn():
-        batch = torch.randint(0, y.shape[0], (batch_size,))
-        yb, tb = y[batch], t[batch]
-        if window is not None:
-            start = torch.randint(0, y.shape[1] - window + 1, (batch_size,))
-            index = start[:, None] + torch.arange(window)
-            yb = torch.gather(yb, 1, index[..., None].expand(-1, -1, y.shape[-1]))
-            tb = torch.gather(tb, 1, index)
-        return rollout_loss(model, yb, tb, num_context)
-    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Figure for the solver benchmarks (``benchmarks/bench_solvers.py``).
+"""Figure for the solver benchmarks (:mod:`nodebook.experiments.benchmarks`, ``make bench``).
 
 ``plot_benchmarks(data)`` takes the dictionary written to
 ``benchmarks/solvers.json`` and returns one figure: the top row is error

@@ -39,9 +39,12 @@ def plot_marble(t, y_exact, y_solved):
 
 
 def plot_convergence(sweeps: dict, orders: dict, xlabel="step size h"):
-    """Log-log error against step size, ``sweeps[method] = (h, error)``, slopes in the legend."""
+    """Log-log error against step size, slopes in the legend. ``sweeps[method]`` is
+    ``(h, error)`` or a dict with keys ``"h"`` and ``"error"`` (as
+    :func:`nodebook.experiments.solvers.order_sweeps` returns)."""
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, (h, err) in sweeps.items():
+    for method, sweep in sweeps.items():
+        h, err = (sweep["h"], sweep["error"]) if isinstance(sweep, dict) else sweep
         ax.loglog(_np(h), _np(err), "o-", color=METHOD_COLORS.get(method), label=f"{method}: slope {orders[method]:.2f}")
     ax.set(xlabel=xlabel, ylabel="max error at the final time", title="Error against step size")
     ax.legend()

@@ -166,9 +166,9 @@ def plot_histories(histories: dict, key: str = "loss", ylabel: str = "training l
     return fig
 
 
-def plot_rmse_table(ns, ours: dict, paper: dict):
+def plot_rmse_table(ns, ours: dict, paper: dict, paper_label: str = "paper"):
     """Table 2 as a bar chart: RMSE against n for each model, ours (bars) and the paper's
-    (white diamonds on the bar of the same model)."""
+    (white diamonds on the bar named by ``paper``'s key, labelled ``paper_label`` once)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     width = 0.8 / len(ours)
     x = np.arange(len(ns))
@@ -176,11 +176,11 @@ def plot_rmse_table(ns, ours: dict, paper: dict):
         color = RNN_COLORS.get(name, LATENT_COLOR)
         ax.bar(x + (k - (len(ours) - 1) / 2) * width, values, width, color=color, label=f"{name} (ours)")
     names = list(ours)
-    for name, values in paper.items():
+    for j, (name, values) in enumerate(paper.items()):
         k = names.index(name) if name in names else 0
         ax.plot(x + (k - (len(ours) - 1) / 2) * width, values, linestyle="none", marker="D", ms=6,
                 markerfacecolor="white", markeredgecolor="black", markeredgewidth=1.5,
-                label="paper" if k == 0 else None)
+                label=paper_label if j == 0 else None)
     ax.set_xticks(x, [f"{n}/100" for n in ns]), ax.set_ylabel("extrapolation RMSE")
     ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)

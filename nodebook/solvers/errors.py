@@ -25,7 +25,21 @@ def t_not_tensor(t) -> TypeError:
 
 
 def y0_not_tensor(y0) -> TypeError:
-    return TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
+    return TypeError(f"y0 must be a torch.Tensor or a tuple of tensors, got {type(y0).__name__}")
+
+
+def bad_tuple_y0(reason: str) -> TypeError:
+    return TypeError(f"a tuple y0 must hold at least one floating-point tensor; {reason}")
+
+
+def func_not_tuple(got, expected: int) -> TypeError:
+    return TypeError(
+        f"y0 is a tuple of {expected} tensors, so func must return a tuple of {expected} "
+        f"tensors (dy/dt for each), got {type(got).__name__}")
+
+
+def func_tuple_length(got: int, expected: int) -> ValueError:
+    return ValueError(f"func returned a tuple of {got} tensors, but y0 is a tuple of {expected}")
 
 
 def bad_y0_dtype(dtype) -> TypeError:
@@ -62,15 +76,54 @@ def bad_tolerance(name: str, value) -> ValueError:
     return ValueError(f"{name} must be a positive finite number, got {value}")
 
 
+def bad_tolerance_shape(name: str, shape, state_shape) -> ValueError:
+    return ValueError(
+        f"{name} of shape {tuple(shape)} does not broadcast to the state's shape "
+        f"{tuple(state_shape)}; pass a number, a 0-d tensor or a tensor that broadcasts "
+        f"to y0 (per-element tolerances)")
+
+
+def tuple_tolerance_length(name: str, got: int, expected: int) -> ValueError:
+    return ValueError(
+        f"a tuple y0 of {expected} tensors needs {name} as one number, or as a sequence of "
+        f"{expected} (one per tensor, as torchdiffeq), got a sequence of {got}")
+
+
+def adjoint_tolerance_not_scalar(name: str, value) -> ValueError:
+    return ValueError(
+        f"odeint_adjoint: {name} must be a single number for the backward solve (the "
+        f"augmented state has no per-element tolerances; torchdiffeq cannot do this either), "
+        f"got {type(value).__name__}; pass a number as adjoint_{name.removeprefix('adjoint_')}")
+
+
 def unknown_method(method, valid) -> ValueError:
     return ValueError(
         f"unknown method {method!r}; valid methods are: {', '.join(sorted(valid))}")
 
 
-def unknown_options(method: str, unknown, valid) -> ValueError:
-    return ValueError(
-        f"unknown option(s) {sorted(unknown)} for method {method!r}; "
-        f"valid options are: {', '.join(sorted(valid))}")
+def unknown_options(method: str, unknown, valid) -> str:
+    """A warning's text: torchdiffeq warns about unexpected options and ignores them."""
+    return (f"{method}: unknown option(s) {sorted(unknown)} are ignored; "
+            f"valid options are: {', '.join(sorted(valid))}")
+
+
+def unsupported_option(method: str, name: str, reason: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{method}: option {name!r} of torchdiffeq is not supported by nodebook: {reason}")
+
+
+def unsupported_events() -> NotImplementedError:
+    return NotImplementedError(
+        "event_fn (torchdiffeq's event handling) is not supported by nodebook; "
+        "solve to a fixed end time instead")
+
+
+def exclusive_grid_options() -> ValueError:
+    return ValueError("step_size and grid_constructor are mutually exclusive arguments")
+
+
+def bad_grid(reason: str) -> ValueError:
+    return ValueError(f"grid_constructor returned a bad time grid: {reason}")
 
 
 def bad_option(name: str, value, requirement: str) -> ValueError:
@@ -125,6 +178,13 @@ def adjoint_func_not_module(func) -> TypeError:
     return TypeError(
         f"odeint_adjoint needs func to be a torch.nn.Module (to find its "
         f"parameters) unless adjoint_params is given; got {type(func).__name__}")
+
+
+def adjoint_options_not_inferred(method: str, adjoint_method: str) -> ValueError:
+    return ValueError(
+        f"adjoint_method {adjoint_method!r} differs from method {method!r}, so adjoint_options "
+        f"cannot be inferred from options: as options has been passed, adjoint_options must "
+        f"be passed as well (as in torchdiffeq)")
 
 
 def adjoint_bad_norm(value) -> ValueError:

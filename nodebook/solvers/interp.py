@@ -7,7 +7,7 @@ asked for are filled in afterwards by a continuous extension of the step,
 
 where ``k_i`` are the stage derivatives the step already computed, so dense
 output costs no extra function evaluations and requested output times never
-shorten a step (chapter "Solvers", section "Dense output"). Each weight
+shorten a step (chapter "From ResNets to ODE solvers"). Each weight
 ``b_i(theta)`` is a polynomial without constant term, stored as the row of
 coefficients of ``theta, theta**2, ...``; at ``theta = 1`` it must equal the
 step's weight ``b_i`` (checked by :class:`~nodebook.solvers.tableaus.ButcherTableau`).

@@ -28,9 +28,21 @@ class RHS:
         """dy/dt at time ``t`` (float) for ``y`` of shape S; returns shape S."""
         return self.func(torch.scalar_tensor(t, dtype=self.dtype, device=self.device), y)
 
-    def checked(self, t: float, y: torch.Tensor) -> torch.Tensor:
-        """Like ``__call__``, but validates the result (used on the first call)."""
-        f = self(t, y)
+    def nudged(self, t: float, y: torch.Tensor, toward: float) -> torch.Tensor:
+        """dy/dt at the floating-point number next to ``t`` (in the state's
+        dtype) in the direction of ``toward`` (+1.0 later, -1.0 earlier).
+
+        This is torchdiffeq's ``perturb``: at a discontinuity of func in time,
+        a step that starts there sees the value after it, a step that ends
+        there the value before it.
+        """
+        tt = torch.scalar_tensor(t, dtype=self.dtype, device=self.device)
+        return self.func(torch.nextafter(tt, tt + toward), y)
+
+    def checked(self, t: float, y: torch.Tensor, toward: float | None = None) -> torch.Tensor:
+        """Like ``__call__`` (or :meth:`nudged`), but validates the result
+        (used on the first call)."""
+        f = self(t, y) if toward is None else self.nudged(t, y, toward)
         if not isinstance(f, torch.Tensor):
             raise errors.func_not_tensor(f)
         if f.shape != self.shape:

@@ -1,0 +1,385 @@
+"""Figures 4-6 of the paper and the Hutchinson study: the runs of chapter ``06_cnf``.
+
+Density matching (Fig. 4): a planar CNF (Adam) and a planar NF (RMSprop) fitted
+by reverse KL to the unnormalised targets of :mod:`nodebook.data.toy2d`, one
+run per (target, family, width). Maximum likelihood (Fig. 5/6): both families
+fitted to *two circles* and *two moons*. Every run goes through
+:func:`nodebook.checkpoint.load_or_train`, keyed by :func:`run_key`: exactly the
+settings that determine it (for the NF the solver plays no part; for the CNF
+a fixed-step solver ignores the tolerance and an adaptive one the step size).
+
+Beyond the paper: :func:`hutchinson_study` trains an MLP CNF on a synthetic
+D-dimensional Gaussian with the exact trace and with Hutchinson's estimator,
+timing both and measuring the estimator's spread.
+
+Settings are the chapter's profile (:func:`nodebook.profiles.get_profile`):
+``settings`` below is that dict. Result ids use :func:`slug` of the targets'
+and data sets' names (``"two waves (U3)"`` -> ``"two_waves"``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from itertools import product
+
+import torch
+from torch import nn
+
+from nodebook import record_stats
+from nodebook.book import markdown_table
+from nodebook.checkpoint import load_or_train
+from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
+from nodebook.models.cnf import (CNF, NOISES, MLPDynamics, PlanarDynamics, negative_log_likelihood,
+                                 reverse_kl)
+from nodebook.models.planar import PlanarFlow
+from nodebook.solvers import SOLVERS
+from nodebook.train import chunked_step
+from nodebook.utils import Timer
+
+KINDS = ("nf", "cnf")
+
+
+def slug(name: str) -> str:
+    """The id of a target or data set: ``"two waves (U3)"`` -> ``"two_waves"``, ``"two moons"`` -> ``"two_moons"``."""
+    return name.split(" (")[0].replace(" ", "_")
+
+
+# ------------------------------------------------------------------ evaluation helpers
+
+@torch.no_grad()
+def batched(fn, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """fn applied to x in chunks along dim 0 (grid densities and test sets), concatenated."""
+    return torch.cat([fn(chunk) for chunk in x.split(batch_size)])
+
+
+def log_density(model: nn.Module, points: torch.Tensor, generative: bool = True) -> torch.Tensor:
+    """log q at points [N, 2] -> [N] for a CNF or a PlanarFlow, batched and without gradients.
+
+    ``generative``: a PlanarFlow trained by density matching maps base to
+    target (its density needs the inverse); one trained by maximum
+    likelihood maps data to base.
+    """
+    if isinstance(model, PlanarFlow):
+        return batched(model.model_log_prob if generative else model.log_prob, points)
+    return batched(model.log_prob, points)
+
+
+def grid_mass(log_density: torch.Tensor, cell_area: float) -> float:
+    """Integral of exp(log_density) over grid cells of area ``cell_area`` (should be ~1)."""
+    return float(torch.logsumexp(log_density.double(), 0).exp() * cell_area)
+
+
+def flow_stages(model: nn.Module, fractions, z0: torch.Tensor, points: torch.Tensor):
+    """Samples and densities at fractions of the flow from the base (paper, Fig. 5/6).
+
+    For a CNF, fraction s is time t0 + s (t1 - t0); for a K-layer PlanarFlow
+    fitted by maximum likelihood (data -> base), the generative direction
+    undoes round(s K) layers. Returns (list of samples [N, 2], list of
+    densities [len(points)]), one per fraction.
+    """
+    samples, densities = [], []
+    for s in fractions:
+        if isinstance(model, PlanarFlow):
+            start = len(model.layers) - round(s * len(model.layers))
+            samples.append(model.sample(z0, start=start))
+            densities.append(batched(lambda x: model.log_prob(x, start=start), points).exp())
+        else:
+            t = model.t0 + s * (model.t1 - model.t0)
+            samples.append(model.sample(z0, t=t))
+            densities.append(batched(lambda x: model.log_prob(x, t=t), points).exp())
+    return samples, densities
+
+
+def jacobian_traces(func: nn.Module, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The trace of the full Jacobian of ``func(t, .)`` at each row of z [N, D] -> [N] (the reference)."""
+    return torch.stack([torch.autograd.functional.jacobian(lambda v: func(t, v[None])[0], row).trace()
+                        for row in z])
+
+
+# ------------------------------------------------------------------ runs
+
+def train_solver(settings: dict) -> dict:
+    """The CNF's training solver from the profile: ``CNF(..., **train_solver(settings))``."""
+    step = settings["train_step_size"]
+    return dict(method=settings["train_method"], rtol=settings["train_tol"], atol=settings["train_tol"],
+                options=None if step is None else {"step_size": step})
+
+
+def solver_key(settings: dict) -> dict:
+    """The training-solver settings that determine a CNF run: a fixed-step method ignores the
+    tolerance, an adaptive one the step size."""
+    method = settings["train_method"]
+    if SOLVERS[method].adaptive:
+        return {"method": method, "tol": settings["train_tol"]}
+    return {"method": method, "step_size": settings["train_step_size"]}
+
+
+def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int, settings: dict,
+            seed: int) -> dict:
+    """The checkpoint key of one run: ``task`` (``{"target": ...}`` or ``{"data": ...}``), the
+    family, width, iterations, batch, learning rate and seed, and for the CNF its training solver.
+    (:func:`load_or_train` adds ``num_steps``, the number of chunks.)"""
+    if kind not in KINDS:
+        raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
+    key = dict(task, kind=kind, width=width, iterations=iterations, batch_size=batch_size,
+               lr=settings["lr_cnf"] if kind == "cnf" else settings["lr_nf"], seed=seed)
+    if kind == "cnf":
+        key.update(solver_key(settings))
+    return key
+
+
+def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu"):
+    """A planar CNF with M = ``width`` hidden units (Adam, analytic trace, the profile's training
+    solver) or a planar NF with K = ``width`` layers (RMSprop), seeded. Returns ``(model, optimizer)``."""
+    torch.manual_seed(seed)
+    if kind == "cnf":
+        model = CNF(PlanarDynamics(2, width), trace="analytic", **train_solver(settings)).to(device)
+        return model, torch.optim.Adam(model.parameters(), lr=settings["lr_cnf"])
+    if kind == "nf":
+        model = PlanarFlow(width).to(device)
+        return model, torch.optim.RMSprop(model.parameters(), lr=settings["lr_nf"])
+    raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
+
+
+def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int):
+    """A ``train_step(step)`` for load_or_train: ``iterations`` reverse-KL updates, mean loss logged."""
+    return chunked_step(lambda: reverse_kl(model, log_target, batch_size), optimizer, iterations)
+
+
+def max_likelihood_step(model: nn.Module, sampler, optimizer, batch_size: int, iterations: int):
+    """A ``train_step(step)``: ``iterations`` updates of -mean log p(x) on fresh batches ``sampler(n)``."""
+    return chunked_step(lambda: negative_log_likelihood(model, sampler(batch_size)), optimizer, iterations,
+                        name="nll")
+
+
+def match_density(target: str, kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu",
+                  retrain: bool = False):
+    """Fit ``kind`` of ``width`` to ``target`` (a name of :data:`TARGETS`) by reverse KL, or load the
+    committed run. Returns ``(model, run)``."""
+    iterations = settings["match_iterations_cnf" if kind == "cnf" else "match_iterations_nf"]
+    model, optimizer = build(kind, width, settings, seed=seed, device=device)
+    chunks = settings["num_chunks"]
+    step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
+                                 iterations // chunks)
+    key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed)
+    run = load_or_train(f"cnf-match-{slug(target)}-{kind}{width}", key, model, step, chunks,
+                        optimizer=optimizer, retrain=retrain, progress=False)
+    return model, run
+
+
+def fit_max_likelihood(data: str, kind: str, settings: dict, *, seed: int = 0, device="cpu",
+                       retrain: bool = False):
+    """Fit ``kind`` of width ``ml_width`` to data set ``data`` (a name of :data:`SAMPLERS`) by maximum
+    likelihood on fresh batches, or load the committed run. Returns ``(model, run)``."""
+    iterations = settings["ml_iterations_cnf" if kind == "cnf" else "ml_iterations_nf"]
+    width, batch_size, chunks = settings["ml_width"], settings["ml_batch_size"], settings["num_chunks"]
+    model, optimizer = build(kind, width, settings, seed=seed, device=device)
+    step = max_likelihood_step(model, lambda n: sample(data, n).to(device), optimizer, batch_size,
+                               iterations // chunks)
+    key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed)
+    run = load_or_train(f"cnf-ml-{slug(data)}-{kind}{width}", key, model, step, chunks,
+                        optimizer=optimizer, retrain=retrain, progress=False)
+    return model, run
+
+
+def density_matching_runs(settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False) -> dict:
+    """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths."""
+    return {(target, kind, width): match_density(target, kind, width, settings, seed=seed, device=device,
+                                                 retrain=retrain)
+            for target in TARGETS for kind, width in product(KINDS, settings["widths"])}
+
+
+def max_likelihood_runs(settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False) -> dict:
+    """All Fig. 5/6 runs: ``{(data, kind): (model, run)}``, CNF then NF per data set."""
+    return {(data, kind): fit_max_likelihood(data, kind, settings, seed=seed, device=device, retrain=retrain)
+            for data in SAMPLERS for kind in ("cnf", "nf")}
+
+
+def seconds_per_iteration(adjoint: bool, settings: dict, *, seed: int = 0, device="cpu",
+                          target: str = "ring (U1)", iterations: int = 5) -> float:
+    """Seconds per reverse-KL iteration of the widest CNF, backpropagating through ``odeint``
+    (``adjoint=False``) or through ``odeint_adjoint``. Wall time: reported, never asserted."""
+    model, optimizer = build("cnf", max(settings["widths"]), settings, seed=seed, device=device)
+    model.adjoint = adjoint
+    step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
+                                 iterations)
+    with Timer() as timer:
+        step(0)
+    return timer.seconds / iterations
+
+
+# ------------------------------------------------------------------ evaluation
+
+def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, device="cpu"):
+    """KL(q || p) in nats of each fit (``eval_samples`` fresh samples, the CNF integrated by
+    ``eval_method`` at ``eval_tol``) and the densities on the [-4, 4]^2 grid.
+
+    Returns ``(kl, learned, targets, extent)``: ``kl[target, kind, width]`` (float),
+    ``learned[target, kind, width]`` and ``targets[target]`` (densities on the grid, on the CPU).
+    """
+    log_Z = {target: log_normaliser(target) for target in TARGETS}
+    torch.manual_seed(seed)  # the same evaluation samples whether the runs were loaded or trained
+    points, _, extent = grid(4.0, settings["grid_size"])
+    points = points.to(device)
+    kl, learned = {}, {}
+    for (target, kind, width), (model, _) in matched.items():
+        if kind == "cnf":
+            model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
+        with torch.no_grad():
+            loss = reverse_kl(model, partial(log_target, target), settings["eval_samples"])
+        kl[target, kind, width] = loss.item() + log_Z[target]
+        learned[target, kind, width] = log_density(model, points).exp().cpu()
+    targets = {target: (log_target(target, points) - log_Z[target]).exp().cpu() for target in TARGETS}
+    return kl, learned, targets, extent
+
+
+def evaluate_max_likelihood(ml: dict, settings: dict, *, seed: int = 0, device="cpu"):
+    """Test NLL (nats per point, on ``test_size`` fresh points) and the mass of each learned density
+    over the grid [-7, 7]^2. Returns ``(nll, mass)``, both ``{(data, kind): float}``."""
+    test_sets = {data: sample(data, settings["test_size"], generator=torch.Generator().manual_seed(seed + 1))
+                 for data in SAMPLERS}
+    wide, area, _ = grid(7.0, settings["ml_grid_size"])
+    wide = wide.to(device)
+    nll, mass = {}, {}
+    for (data, kind), (model, _) in ml.items():
+        if kind == "cnf":
+            model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
+        nll[data, kind] = -log_density(model, test_sets[data].to(device), generative=False).mean().item()
+        mass[data, kind] = grid_mass(log_density(model, wide, generative=False), area)
+    return nll, mass
+
+
+def stage_pictures(ml: dict, settings: dict, *, seed: int = 0, device="cpu"):
+    """Fig. 5/6 panels: ``num_plot_samples`` base points and the grid densities at each of
+    ``fractions`` of every flow (the CNF integrated by ``eval_method`` at ``eval_tol``). Returns ``(stages, extent)`` with ``stages[data, kind] = (samples,
+    densities)`` on the CPU."""
+    torch.manual_seed(seed)
+    z0 = torch.randn(settings["num_plot_samples"], 2).to(device)
+    points, _, extent = grid(4.5, settings["ml_grid_size"])
+    stages = {}
+    for (data, kind), (model, _) in ml.items():
+        if kind == "cnf":
+            model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
+        samples, densities = flow_stages(model, settings["fractions"], z0, points.to(device))
+        stages[data, kind] = ([s.cpu() for s in samples], [d.cpu() for d in densities])
+    return stages, extent
+
+
+# ------------------------------------------------------------------ tables
+
+def kl_table(kl: dict, widths):
+    """KL(q || p) in nats: one row per target, NF then CNF columns per width."""
+    header = ["target"] + [f"NF K={w}" for w in widths] + [f"CNF M={w}" for w in widths]
+    targets = list(dict.fromkeys(key[0] for key in kl))
+    return markdown_table(header, [[t] + [f"{kl[t, kind, w]:.3f}" for kind in KINDS for w in widths]
+                                   for t in targets])
+
+
+def nll_table(nll: dict, width: int):
+    """Test negative log-likelihood in nats per point: one row per data set."""
+    data_sets = list(dict.fromkeys(key[0] for key in nll))
+    return markdown_table(["data", f"CNF (M = {width})", f"NF (K = {width})"],
+                          [[d, f"{nll[d, 'cnf']:.3f}", f"{nll[d, 'nf']:.3f}"] for d in data_sets])
+
+
+def hutchinson_table(dims, cost: dict, spread: dict, zscores: dict):
+    """Per dimension: seconds per iteration of both traces, their ratio, the spread of the estimate
+    per noise and the largest |z| of its mean against the exact value."""
+    rows = []
+    for i, dim in enumerate(dims):
+        exact, hutch = cost["exact"]["seconds"][i], cost["hutchinson"]["seconds"][i]
+        rows.append([dim, f"{exact:.3f}", f"{hutch:.3f}", f"{exact / hutch:.1f}×", f"{spread['gaussian'][i]:.3f}",
+                     f"{spread['rademacher'][i]:.3f}", f"{max(z[i] for z in zscores.values()):.1f}"])
+    return markdown_table(["D", "exact s/iter", "Hutchinson s/iter", "speed-up", "std (Gaussian)",
+                           "std (Rademacher)", "max \\|z\\| of mean"], rows)
+
+
+def summary_table(kl: dict, nll: dict, widest: int, ml_width: int, speedup: float, dim: int):
+    """The chapter's headline numbers. The paper shows Figs. 4-6 as pictures only: no paper column values."""
+    none = "figure only (no number)"
+    rows = [[f"test NLL, {data}, {kind.upper()} (width {ml_width})", f"{value:.3f} nats", none]
+            for (data, kind), value in nll.items()]
+    targets = list(dict.fromkeys(key[0] for key in kl))
+    rows += [[f"KL, {t}, {kind.upper()} {'M' if kind == 'cnf' else 'K'}={widest}", f"{kl[t, kind, widest]:.3f} nats",
+              none] for t in targets for kind in KINDS]
+    rows.append([f"exact / Hutchinson time per iteration at D = {dim} (this machine)", f"{speedup:.1f}×",
+                 "– (beyond the paper)"])
+    return markdown_table(["quantity", "ours", "paper"], rows)
+
+
+# ------------------------------------------------------------------ beyond the paper: Hutchinson
+
+def correlated_gaussian(dim: int, generator: torch.Generator | None = None, device="cpu"):
+    """A synthetic D-dimensional density: a sampler of N(0, L L^T) with a random lower-triangular L."""
+    L = (torch.randn(dim, dim, generator=generator).tril() / dim ** 0.5 + torch.eye(dim)).to(device)
+    return lambda num: torch.randn(num, dim, device=device) @ L.T
+
+
+def trace_cost(dim: int, trace: str, iterations: int, batch_size: int = 128, tol: float = 1e-3,
+               num_hiddens: int = 64, noise: str = "gaussian", device="cpu"):
+    """Train an MLP CNF on :func:`correlated_gaussian` for ``iterations`` steps with ``trace``.
+
+    Backpropagates through dopri5 at rtol = atol = ``tol``. Returns (model,
+    mean seconds per iteration, mean forward NFE per iteration, last NLL).
+    """
+    sampler = correlated_gaussian(dim, torch.Generator().manual_seed(dim), device)
+    model = CNF(MLPDynamics(dim, num_hiddens), trace=trace, noise=noise, rtol=tol, atol=tol).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    seconds, nfe = 0.0, 0
+    for _ in range(iterations):
+        x = sampler(batch_size)
+        with Timer() as timer:
+            with record_stats() as log:
+                loss = negative_log_likelihood(model, x)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds += timer.seconds
+        nfe += log.nfe_forward
+    return model, seconds / iterations, nfe / iterations, loss.item()
+
+
+@torch.no_grad()
+def hutchinson_spread(model: CNF, x: torch.Tensor, draws: int, noise: str = "gaussian"):
+    """Spread of the Hutchinson log-density over ``draws`` probes, at each point of x [N, D].
+
+    Each point is repeated ``draws`` times in one solve (one probe per row).
+    Returns (exact log p [N], mean estimate [N], std of the estimate [N]).
+    """
+    trace, model.dynamics.trace, model.noise = model.dynamics.trace, "exact", noise
+    try:
+        exact = model.log_prob(x)
+        model.dynamics.trace = "hutchinson"
+        estimates = model.log_prob(x.repeat_interleave(draws, 0)).reshape(len(x), draws)
+    finally:
+        model.dynamics.trace = trace
+    return exact, estimates.mean(1), estimates.std(1)
+
+
+def hutchinson_study(dims, iterations: int, tol: float, num_points: int, draws: int, seed: int = 0,
+                     device="cpu"):
+    """Exact trace against Hutchinson's as the dimension grows (chapter 06_cnf, "Beyond the paper").
+
+    For each D in ``dims``: seconds per training iteration and forward NFE of
+    :func:`trace_cost` with each trace, then, on the Hutchinson-trained model,
+    the spread of the log-density estimate at ``num_points`` points over
+    ``draws`` Gaussian and Rademacher probes, and the z-score of its mean
+    against the exact value (|z| of a few at most if unbiased).
+    Returns (cost: {trace: {"seconds", "nfe"}}, spread: {noise: [mean std]},
+    zscores: {noise: [largest |z| over the points]}).
+    """
+    cost = {name: {"seconds": [], "nfe": []} for name in ("exact", "hutchinson")}
+    spread = {noise: [] for noise in NOISES}
+    zscores = {noise: [] for noise in NOISES}
+    for dim in dims:
+        for name in cost:
+            torch.manual_seed(seed)
+            model, seconds, nfe, _ = trace_cost(dim, name, iterations, tol=tol, device=device)
+            cost[name]["seconds"].append(seconds)
+            cost[name]["nfe"].append(nfe)
+        x = correlated_gaussian(dim, torch.Generator().manual_seed(dim), device)(num_points)
+        for noise in NOISES:
+            exact, mean, std = hutchinson_spread(model, x, draws, noise)
+            spread[noise].append(std.mean().item())
+            zscores[noise].append(((mean - exact) / (std / draws ** 0.5)).abs().max().item())
+    return cost, spread, zscores

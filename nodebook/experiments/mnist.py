@@ -1,0 +1,322 @@
+"""Table 1 and Fig. 3 of the paper: the MNIST classifiers' runs and probes (chapter ``03_mnist``).
+
+Models (see :mod:`nodebook.models.mnist`): ``odenet`` (one ODE block, gradients
+by the adjoint), ``rknet`` (the same dynamics, backprop through the solver's
+operations), ``resnet`` (6 residual blocks), ``mlp`` (300 hidden units),
+``stem`` (the downsampling layers alone). Each ODE model trains with a
+:class:`Solver`; each model with a :class:`nodebook.train.Recipe`.
+
+:data:`CONV_RECIPE`, :data:`MLP_RECIPE` and :data:`ADAPTIVE` are the long
+CPU runs' configuration: one recipe for the convolutional models (SGD with
+Nesterov momentum, weight decay, linear warm-up then cosine decay, random
+rotations, zooms and shifts), chosen on a validation split of the training
+set (:func:`nodebook.data.mnist.split_validation`), never on the test set;
+the MLP without augmentation (it has no translation invariance to exploit);
+the ODE-Net and RK-Net with adaptive dopri5 at tolerance 1e-3, as in the
+paper. Run one from the command line (resumable: give the same command again
+after an interrupt), on one process or several (DistributedDataParallel; the
+global batch stays ``batch_size``, split across the processes)::
+
+    python -m nodebook.experiments.mnist --model odenet --threads 2
+    torchrun --nproc_per_node=4 -m nodebook.experiments.mnist --model odenet   # e.g. 4 GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from nodebook import record_stats
+from nodebook.data.mnist import Batches, load_mnist, split_validation
+from nodebook.memory import saved_tensor_bytes
+from nodebook.models import mnist as models
+from nodebook.train import Recipe, fit, world
+from nodebook.utils import Timer
+
+KINDS = ("odenet", "rknet", "resnet", "mlp", "stem")
+ODE_KINDS = ("odenet", "rknet")
+
+
+@dataclass(frozen=True)
+class Solver:
+    """How an ODE block is solved while training: ``method`` with ``tol`` (adaptive)
+    or a fixed ``step_size``; gradients by the adjoint or by backprop."""
+
+    method: str = "dopri5"
+    tol: float = 1e-3
+    step_size: float | None = None
+    adjoint: bool = True
+
+    def block(self) -> models.ODEBlock:
+        options = None if self.step_size is None else {"step_size": self.step_size}
+        return models.ODEBlock(models.ODEFunc(), adjoint=self.adjoint, method=self.method, rtol=self.tol,
+                               atol=self.tol, options=options)
+
+
+CONV_RECIPE = Recipe(num_epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                     schedule="cosine", warmup_epochs=1.0, augment="affine")
+MLP_RECIPE = replace(CONV_RECIPE, num_epochs=30, augment=None)
+ADAPTIVE = {"odenet": Solver("dopri5", 1e-3, None, adjoint=True),
+            "rknet": Solver("dopri5", 1e-3, None, adjoint=False)}
+PROBE_SIZE = 256  # test images whose forward NFE is logged after every epoch (mnist/odenet/train_nfe_growth)
+
+
+def recipe_from(settings, kind: str) -> Recipe:
+    """The recipe model ``kind`` trains with at a chapter profile's ``settings``."""
+    mlp = kind == "mlp"
+    return Recipe(num_epochs=settings["mlp_num_epochs" if mlp else "num_epochs"], batch_size=settings["batch_size"],
+                  lr=settings["lr"], momentum=settings["momentum"], nesterov=settings["nesterov"],
+                  weight_decay=settings["weight_decay"], schedule=settings["schedule"],
+                  warmup_epochs=settings["warmup_epochs"], augment=settings["mlp_augment" if mlp else "augment"])
+
+
+def solver_from(settings, kind: str) -> Solver | None:
+    """The training solver of ODE model ``kind`` at a profile's ``settings`` (``None`` for the others)."""
+    if kind not in ODE_KINDS:
+        return None
+    return Solver(settings[f"{kind}_method"], settings["tol"], settings[f"{kind}_step_size"],
+                  adjoint=kind == "odenet")
+
+
+def build(kind: str, solver: Solver | None = None) -> torch.nn.Module:
+    """Model ``kind``; ODE models need their training ``solver``."""
+    if kind in ODE_KINDS:
+        if solver is None:
+            raise ValueError(f"model {kind!r} needs a Solver")
+        return models.ConvClassifier(solver.block())
+    builders = {"resnet": models.resnet, "mlp": models.mlp, "stem": models.stem_only}
+    if kind not in builders:
+        raise ValueError(f"unknown model {kind!r}; choose one of {KINDS}")
+    return builders[kind]()
+
+
+def run_key(kind: str, seed: int, solver: Solver | None, probe_size: int = 0, probe_every: int = 0) -> dict:
+    """The settings that determine model ``kind``'s run besides its recipe and its data."""
+    key = {"model": kind, "seed": seed}
+    if solver is not None:
+        key.update(method=solver.method, tol=solver.tol, step_size=solver.step_size, adjoint=solver.adjoint)
+    if probe_size:
+        key.update(probe_size=probe_size, probe_every=probe_every)
+    return key
+
+
+def train_model(kind: str, data, recipe: Recipe, *, solver: Solver | None = None, seed: int = 0,
+                probe_size: int = 0, probe_every: int = 0, device="cpu", retrain: bool = False,
+                progress: bool = True):
+    """Build ``kind``, train it on ``data`` with ``recipe`` (or load the finished run). Returns ``(model, run)``.
+
+    With ``probe_size``, the row of every epoch also has ``nfe_adaptive``: the
+    forward NFE of a dopri5 solve at ``solver.tol`` on the first ``probe_size``
+    test images (also every ``probe_every`` iterations, if given).
+    """
+    torch.manual_seed(seed)
+    model = build(kind, solver).to(device)
+    probe = None
+    if probe_size:
+        probe = adaptive_nfe_probe(data.test_x[:probe_size], "dopri5", solver.tol)
+    name = f"mnist-{kind}" + ("-val" if "validation" in data.name else "")
+    run = fit(name, run_key(kind, seed, solver, probe_size, probe_every), model, data, recipe, retrain=retrain,
+              probe=probe, probe_every=probe_every, progress=progress)
+    return model, run
+
+
+def train_table1(data, settings, kinds=KINDS, *, seed: int = 0, device="cpu", retrain: bool = False,
+                 progress: bool = True):
+    """Every model of Table 1 (and the stem) at a chapter profile's ``settings``: ``(nets, runs)`` dicts."""
+    nets, runs = {}, {}
+    for kind in kinds:
+        solver = solver_from(settings, kind)
+        probe = settings["probe_size"] if kind == "odenet" else 0
+        nets[kind], runs[kind] = train_model(kind, data, recipe_from(settings, kind), solver=solver, seed=seed,
+                                             probe_size=probe, probe_every=settings["probe_every"] if probe else 0,
+                                             device=device, retrain=retrain, progress=progress)
+    return nets, runs
+
+
+def training_memory(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Memory of one training step (forward + backward) on batch ``(x, y)``.
+
+    On a GPU: ``torch.cuda.max_memory_allocated`` during the step ("peak").
+    On the CPU: the bytes autograd saved during the forward pass
+    (:func:`nodebook.memory.saved_tensor_bytes`): what the backward pass must keep alive.
+    Returns ``{"bytes": ..., "kind": "cuda peak" | "saved tensors"}``.
+    """
+    model.train()
+    x, y = x.clone(), y.clone()  # a slice would count the whole data set's storage as saved
+
+    def forward():
+        return F.cross_entropy(model(x), y)
+
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        forward().backward()
+        torch.cuda.synchronize(x.device)
+        memory = {"bytes": torch.cuda.max_memory_allocated(x.device), "kind": "cuda peak"}
+    else:
+        box = {}
+        memory = {"bytes": saved_tensor_bytes(lambda: box.setdefault("loss", forward())),
+                  "kind": "saved tensors"}
+        box["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return memory
+
+
+def time_per_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of one training step (forward + backward, no optimizer step) on ``(x, y)``."""
+    model.train()
+    times = []
+    for _ in range(repeats + 1):
+        with Timer() as tm:
+            F.cross_entropy(model(x), y).backward()
+        times.append(tm.seconds)
+    model.zero_grad(set_to_none=True)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def adaptive_nfe_probe(x: torch.Tensor, method: str = "dopri5", tol: float = 1e-3) -> Callable:
+    """A ``probe`` for :func:`nodebook.train.fit`: the ODE block's forward NFE with an adaptive solver on batch ``x``
+    (no gradients), whatever solver the model trains with. Returns ``{"nfe_adaptive": ...}``."""
+
+    @torch.no_grad()
+    def probe(model):
+        model.eval()
+        with model.ode_block.using_solver(method, tol, tol):
+            model(x)
+            return {"nfe_adaptive": model.ode_block.nfe_forward}
+
+    return probe
+
+
+@torch.no_grad()
+def tolerance_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tolerances,
+                    method: str = "dopri5", batch_size: int = 500) -> list[dict]:
+    """Fig. 3a/b: evaluate the trained ODE-Net with an adaptive solver at each tolerance (rtol = atol).
+
+    Returns one dict per tolerance: ``tol``, ``nfe`` (mean forward NFE per batch),
+    ``error`` (test error, fraction), ``seconds`` (mean wall time of one batch's forward pass).
+    """
+    block = model.ode_block
+    model.eval()
+    rows = []
+    for tol in tolerances:
+        wrong, nfe, seconds, batches = 0, 0, 0.0, 0
+        with block.using_solver(method, tol, tol):
+            for xb, yb in Batches(x, y, batch_size):
+                with Timer() as tm:
+                    logits = model(xb)
+                wrong += (logits.argmax(1) != yb).sum().item()
+                nfe += block.nfe_forward
+                seconds += tm.seconds
+                batches += 1
+        rows.append({"tol": tol, "nfe": nfe / batches, "error": wrong / len(y), "seconds": seconds / batches})
+    return rows
+
+
+def adjoint_nfe(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, tolerances,
+                method: str = "dopri5") -> list[dict]:
+    """Fig. 3c: forward and backward (adjoint) NFE of one training step on ``(x, y)`` at each tolerance.
+
+    The ODE block is solved with ``odeint_adjoint`` and ``method`` at rtol = atol = tol;
+    the backward NFE is what a :func:`nodebook.record_stats` block around
+    ``loss.backward()`` counts. Returns dicts ``tol``, ``nfe_forward``, ``nfe_backward``.
+    """
+    block = model.ode_block
+    if not block.adjoint:
+        raise ValueError("adjoint_nfe needs an ODE block solved with the adjoint method")
+    model.train()
+    rows = []
+    for tol in tolerances:
+        with block.using_solver(method, tol, tol):
+            loss = F.cross_entropy(model(x), y)
+            with record_stats() as log:
+                loss.backward()
+        rows.append({"tol": tol, "nfe_forward": block.nfe_forward, "nfe_backward": log.nfe_backward})
+    model.zero_grad(set_to_none=True)
+    return rows
+
+
+def memory_vs_depth(depths, x: torch.Tensor, y: torch.Tensor) -> list[dict]:
+    """Training memory (see :func:`training_memory`) against depth, fresh untrained models:
+    ResNet with ``d`` residual blocks; ODE-Net (adjoint) and RK-Net (backprop) with ``d`` rk4 steps.
+    Returns dicts ``depth``, ``resnet``, ``odenet``, ``rknet`` (bytes) and ``kind``."""
+    rows = []
+    for d in depths:
+        nets = {"resnet": models.resnet(d), "odenet": models.odenet("rk4", options={"step_size": 1.0 / d}),
+                "rknet": models.rknet(d)}
+        row = {"depth": d}
+        for name, net in nets.items():
+            memory = training_memory(net.to(x.device), x, y)
+            row[name], row["kind"] = memory["bytes"], memory["kind"]
+        rows.append(row)
+    return rows
+
+
+def _init_distributed(device: str) -> str:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1): join the process group (NCCL on GPUs, gloo on CPUs)
+    and return this process's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return device
+
+
+def main(argv=None) -> None:
+    """Train one model of Table 1; runs unchanged under ``torchrun --nproc_per_node=N`` (DDP)."""
+    parser = argparse.ArgumentParser(description="Train one model of Table 1 (resumable; torchrun-ready).")
+    parser.add_argument("--model", choices=KINDS, required=True)
+    parser.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    parser.add_argument("--lr", type=float, help="override the recipe's peak learning rate (at batch 128)")
+    parser.add_argument("--batch-size", type=int, help="override the recipe's global batch size")
+    parser.add_argument("--augment", help="override the recipe's augmentation ('none', 'crop', 'affine')")
+    parser.add_argument("--method", help="ODE models: override the training solver's method (e.g. rk4)")
+    parser.add_argument("--step-size", type=float, help="ODE models: a fixed step size for --method")
+    parser.add_argument("--validation", type=int, default=0,
+                        help="hold out this many training images and evaluate on them (recipe tuning)")
+    parser.add_argument("--num-train", type=int, help="use only the first N training images")
+    parser.add_argument("--num-test", type=int, help="use only the first N test images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--checkpoints", help="checkpoint folder (default $NODEBOOK_CHECKPOINTS or checkpoints/)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.checkpoints:
+        os.environ["NODEBOOK_CHECKPOINTS"] = args.checkpoints
+    device = _init_distributed(args.device)
+    overrides = {k: v for k, v in {"num_epochs": args.epochs, "lr": args.lr,
+                                   "batch_size": args.batch_size}.items() if v is not None}
+    if args.augment is not None:
+        overrides["augment"] = None if args.augment == "none" else args.augment
+    data = load_mnist(num_train=args.num_train, num_test=args.num_test, device=device, allow_offline_subset=False)
+    if args.validation:
+        data = split_validation(data, args.validation)
+    recipe = replace(MLP_RECIPE if args.model == "mlp" else CONV_RECIPE, **overrides)
+    solver = ADAPTIVE.get(args.model)
+    if solver is not None and args.method:
+        solver = replace(solver, method=args.method, step_size=args.step_size)
+    rank, size = world()
+    if rank == 0:
+        print(f"{args.model}: {recipe}, {solver} on {data} ({device}, {size} process(es), "
+              f"{torch.get_num_threads()} threads each)", flush=True)
+    model, run = train_model(args.model, data, recipe, solver=solver, seed=args.seed,
+                             probe_size=PROBE_SIZE if solver is not None else 0, device=device)
+    if rank == 0:
+        print(run.describe())
+        print(f"final test accuracy {run.history[-1]['test_accuracy']:.4f}")
+    if size > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

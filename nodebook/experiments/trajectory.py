@@ -1,0 +1,187 @@
+"""The runs of chapter "Learning dynamics from a trajectory" (``book/04_trajectory.ipynb``).
+
+One noisy trajectory of the cubic spiral (:func:`nodebook.data.spirals.cubic_spiral`)
+and three training runs, all made by :func:`train`:
+
+- ``"fit"``: a neural vector field (:class:`nodebook.models.dynamics.NeuralVectorField`)
+  fitted on windows of the whole trajectory, in stages (``snapshot_steps``), each
+  stage a checkpoint of its own so the chapter can show the model along training;
+- ``"ode"``: the same model trained on windows of the first ``train_fraction`` only;
+- ``"rnn"``: a GRU (:class:`nodebook.models.rnn.RNNForecaster`) trained on the same
+  first part to extrapolate by feeding back its own predictions.
+
+Each run's checkpoint is keyed by the settings that determine it (:func:`run_key`):
+the ODE runs do not depend on the RNN's settings, nor the RNN's on the ODE's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from nodebook.checkpoint import Run, load_or_train
+from nodebook.data.spirals import CubicSpiral, Trajectory, cubic_spiral, rmse, to_device
+from nodebook.models import dynamics, rnn
+from nodebook.train import chunked_step
+
+KINDS = ("fit", "ode", "rnn")
+DATA_KEYS = ("num_points", "t_end", "noise_std")
+ODE_KEYS = ("num_hiddens", "batch_size", "window", "lr", "lr_decay", "iterations_per_step",
+            "method", "rtol", "atol")
+RNN_KEYS = ("rnn_hiddens", "rnn_lr", "rnn_lr_decay", "rnn_window", "rnn_context", "rnn_batch_size",
+            "iterations_per_step")
+
+
+def make_data(settings: dict, seed: int = 0, device="cpu") -> Trajectory:
+    """The chapter's noisy cubic-spiral trajectory (seeded by ``seed``), on ``device``."""
+    data = cubic_spiral(settings["num_points"], settings["t_end"], noise_std=settings["noise_std"], seed=seed)
+    return to_device(data, device)
+
+
+def solver(settings: dict) -> dict:
+    """The ODE solver's arguments for :func:`nodebook.odeint`: ``method``, ``rtol``, ``atol``."""
+    return dict(method=settings["method"], rtol=settings["rtol"], atol=settings["atol"])
+
+
+def num_train(data: Trajectory, settings: dict) -> int:
+    """How many observations (the first ones) the extrapolation runs train on."""
+    return int(settings["train_fraction"] * len(data.t))
+
+
+def run_key(kind: str, settings: dict, seed: int, stage: int = 0) -> dict:
+    """The settings that determine run ``kind`` (and, for ``"fit"``, its stage ``stage``).
+
+    The data (size, span, noise, seed) and the model's and training's own
+    settings; the extrapolation runs add the training fraction; stage ``k`` of
+    the fit adds the cumulative step counts of stages ``0..k`` (its starting
+    weights are those of stage ``k - 1``). The number of steps of the run
+    itself is added by :func:`nodebook.checkpoint.load_or_train`.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown run {kind!r}; choose one of {KINDS}")
+    key = {k: settings[k] for k in DATA_KEYS}
+    key["seed"] = seed
+    key.update({k: settings[k] for k in (RNN_KEYS if kind == "rnn" else ODE_KEYS)})
+    if kind == "fit":
+        key["snapshot_steps"] = list(settings["snapshot_steps"][:stage + 1])
+    else:
+        key["train_fraction"] = settings["train_fraction"]
+    return key
+
+
+def ode_train_step(func: torch.nn.Module, optimizer: torch.optim.Optimizer, t: torch.Tensor, y: torch.Tensor,
+                   batch_size: int, window: int, iterations: int, last_start: int | None = None,
+                   scheduler=None, **solver):
+    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
+    optimizer steps on :func:`nodebook.models.dynamics.window_loss` (windows drawn with
+    torch's global generator, starting at most at ``last_start``), then one ``scheduler``
+    step if given. Returns the chunk's mean loss."""
+    return chunked_step(lambda: dynamics.window_loss(func, t, y, batch_size, window, last_start, **solver),
+                        optimizer, iterations, scheduler=scheduler)
+
+
+def rnn_train_step(model: rnn.RNNForecaster, optimizer: torch.optim.Optimizer, y: torch.Tensor,
+                   t: torch.Tensor, num_context: int, batch_size: int, iterations: int,
+                   window: int | None = None, scheduler=None, max_grad_norm: float | None = None):
+    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
+    optimizer steps on :func:`nodebook.models.rnn.rollout_loss` (also used by
+    :mod:`nodebook.experiments.latent_ode`).
+
+    ``y`` (N, n, d) with times ``t`` (N, n) or (n,): each iteration draws
+    ``batch_size`` sequences (torch's global CPU generator, so resumes are
+    exact); with ``window`` it also draws a random window of that many
+    consecutive points from each (for one long trajectory cut into pieces).
+    ``max_grad_norm`` clips the gradient's global norm before each step
+    (backpropagating through a long rollout of its own predictions, an RNN's
+    gradient can spike). ``scheduler`` steps once per chunk. Returns the
+    chunk's mean loss.
+    """
+    t = t.expand(y.shape[0], -1) if t.dim() == 1 else t
+
+    def loss_fn():
+        batch = torch.randint(0, y.shape[0], (batch_size,))
+        yb, tb = y[batch.to(y.device)], t[batch.to(t.device)]
+        if window is not None:
+            start = torch.randint(0, y.shape[1] - window + 1, (batch_size,))
+            index = (start[:, None] + torch.arange(window)).to(y.device)
+            yb = torch.gather(yb, 1, index[..., None].expand(-1, -1, y.shape[-1]))
+            tb = torch.gather(tb, 1, index)
+        return rnn.rollout_loss(model, yb, tb, num_context)
+    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
+
+
+def train(kind: str, data: Trajectory, settings: dict, *, seed: int = 0, device="cpu",
+          retrain: bool = False, progress: bool = False) -> tuple[torch.nn.Module, list[Run]]:
+    """Seed, build the model of run ``kind`` (see :data:`KINDS`), train it with Adam and an
+    exponential learning-rate decay (one decay per step of ``iterations_per_step``
+    iterations), or load its committed checkpoints. Returns ``(model, runs)``: one
+    :class:`nodebook.checkpoint.Run` per stage (``"fit"``: one per entry of
+    ``snapshot_steps``, each continuing the previous one; the others: one)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run {kind!r}; choose one of {KINDS}")
+    S = settings
+    last = num_train(data, S)
+    torch.manual_seed(seed)
+    if kind == "rnn":
+        model = rnn.RNNForecaster(num_hiddens=S["rnn_hiddens"]).to(device)
+        lr, lr_decay, stages = S["rnn_lr"], S["rnn_lr_decay"], [S["rnn_steps"]]
+    else:
+        model = dynamics.NeuralVectorField(num_hiddens=S["num_hiddens"]).to(device)
+        lr, lr_decay = S["lr"], S["lr_decay"]
+        stages = list(S["snapshot_steps"]) if kind == "fit" else [S["split_steps"]]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, lr_decay)
+    if kind == "rnn":
+        step = rnn_train_step(model, optimizer, data.y[None, :last], data.t[:last], S["rnn_context"],
+                              S["rnn_batch_size"], S["iterations_per_step"], window=S["rnn_window"],
+                              scheduler=scheduler)
+    else:
+        step = ode_train_step(model, optimizer, data.t, data.y, S["batch_size"], S["window"],
+                              S["iterations_per_step"], last_start=None if kind == "fit" else last - S["window"],
+                              scheduler=scheduler, **solver(S))
+    runs, done = [], 0
+    for stage, steps in enumerate(stages):
+        name = f"trajectory-fit{stage}" if kind == "fit" else f"trajectory-{kind}-half"
+        runs.append(load_or_train(name, run_key(kind, S, seed, stage), model, step, steps - done,
+                                  optimizer=optimizer, scheduler=scheduler, retrain=retrain, progress=progress))
+        done = steps
+    return model, runs
+
+
+def snapshots(model: torch.nn.Module, runs: list[Run], data: Trajectory, settings: dict) -> list[dict]:
+    """The fit at the end of each stage (weights read back from each stage's checkpoint):
+    dicts with ``iteration``, ``history`` (the stage's log), ``y_pred`` (the model's
+    trajectory from the first observation over the whole grid), ``field`` (the learned
+    vector field on a grid, :func:`nodebook.models.dynamics.vector_field_grid`),
+    ``window_loss`` (the stage's last logged training loss), ``rmse`` (of ``y_pred``
+    against the noise-free truth) and ``field_cosine`` (:func:`field_alignment`)."""
+    device = next(model.parameters()).device
+    func = copy.deepcopy(model)
+    out = []
+    for run, steps in zip(runs, settings["snapshot_steps"]):
+        func.load_state_dict(torch.load(run.path, map_location=device, weights_only=True)["model"])
+        y_pred = dynamics.trajectory(func, data.y[0], data.t, **solver(settings))
+        out.append(dict(iteration=steps * settings["iterations_per_step"], history=run.history, y_pred=y_pred,
+                        field=dynamics.vector_field_grid(func), window_loss=run.history[-1]["loss"],
+                        rmse=rmse(y_pred, data.y_true), field_cosine=field_alignment(func, data)))
+    return out
+
+
+def extrapolations(ode: torch.nn.Module, net: rnn.RNNForecaster, data: Trajectory,
+                   settings: dict) -> dict[str, torch.Tensor]:
+    """Both models' predictions on the part they did not see: ``{"ODE": ..., "RNN": ...}``, each
+    (T - num_train, 2). The ODE is solved from the last observation it saw; the RNN reads
+    every observation it saw and then runs on its own predictions."""
+    last = num_train(data, settings)
+    return {"ODE": dynamics.trajectory(ode, data.y[last - 1], data.t[last - 1:], **solver(settings))[1:],
+            "RNN": rnn.forecast(net, data.y[None, :last], data.t[:last], data.t[last:])[0]}
+
+
+def field_alignment(func: torch.nn.Module, data: Trajectory) -> float:
+    """Mean cosine between the learned field and the true one (:class:`nodebook.data.spirals.CubicSpiral`)
+    at the noise-free points of the trajectory: 1 when the learned field points the true way everywhere."""
+    truth = CubicSpiral().to(data.y_true.device)
+    with torch.no_grad():
+        learned, true = func(None, data.y_true), truth(None, data.y_true)
+    return float(torch.nn.functional.cosine_similarity(learned, true, dim=-1).mean())

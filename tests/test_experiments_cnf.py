@@ -1,0 +1,115 @@
+"""The CNF chapter's runs, evaluations, tables and Hutchinson study (nodebook.experiments.cnf)."""
+
+from itertools import product
+
+import torch
+
+from nodebook.checkpoint import _normalise, settings_key
+from nodebook.data import toy2d
+from nodebook.experiments import cnf as ex
+from nodebook.models.cnf import CNF, PlanarDynamics
+from nodebook.models.planar import PlanarFlow
+from nodebook.profiles import get_profile
+from nodebook.utils import REPO_ROOT
+
+
+def test_slugs_name_targets_and_data_sets():
+    assert [ex.slug(t) for t in toy2d.TARGETS] == ["ring", "wave", "two_waves"]
+    assert [ex.slug(d) for d in toy2d.SAMPLERS] == ["two_circles", "two_moons"]
+
+
+def test_run_keys_hold_exactly_what_determines_a_run():
+    book = get_profile("cnf", "book")
+    nf = ex.run_key({"target": "ring"}, "nf", 8, 4000, 128, book, 0)
+    assert nf == dict(target="ring", kind="nf", width=8, iterations=4000, batch_size=128, lr=book.lr_nf, seed=0)
+    cnf = ex.run_key({"data": "two_moons"}, "cnf", 64, 1500, 256, book, 0)
+    assert cnf == dict(data="two_moons", kind="cnf", width=64, iterations=1500, batch_size=256, lr=book.lr_cnf,
+                       seed=0, method="rk4", step_size=book.train_step_size)  # rk4 ignores the tolerance
+    paper = get_profile("cnf", "paper")  # adaptive training solver: the tolerance matters, no step size
+    assert ex.solver_key(paper) == {"method": "dopri5", "tol": paper.train_tol}
+    # settings of other runs, of the evaluation or of the Hutchinson study leave the keys alone
+    other = dict(book, lr_cnf=0.5, train_step_size=0.5, eval_tol=0.1, hutch_dims=[3], widths=[1], num_chunks=3)
+    assert ex.run_key({"target": "ring"}, "nf", 8, 4000, 128, other, 0) == nf
+    assert ex.run_key({"data": "two_moons"}, "cnf", 64, 1500, 256, dict(other, lr_cnf=book.lr_cnf,
+                      train_step_size=book.train_step_size), 0) == cnf
+
+
+def _book_checkpoint_names():
+    P = get_profile("cnf", "book")
+
+    def name(prefix, key):
+        return f"{prefix}-{settings_key(_normalise(dict(key, num_steps=P.num_chunks)))}.pt"
+
+    for target, kind, width in product(toy2d.TARGETS, ex.KINDS, P.widths):
+        iterations = P.match_iterations_cnf if kind == "cnf" else P.match_iterations_nf
+        key = ex.run_key({"target": ex.slug(target)}, kind, width, iterations, P.batch_size, P, 0)
+        yield name(f"cnf-match-{ex.slug(target)}-{kind}{width}", key)
+    for data, kind in product(toy2d.SAMPLERS, ex.KINDS):
+        iterations = P.ml_iterations_cnf if kind == "cnf" else P.ml_iterations_nf
+        key = ex.run_key({"data": ex.slug(data)}, kind, P.ml_width, iterations, P.ml_batch_size, P, 0)
+        yield name(f"cnf-ml-{ex.slug(data)}-{kind}{P.ml_width}", key)
+
+
+def test_every_book_run_has_its_committed_checkpoint():
+    names = list(_book_checkpoint_names())
+    assert len(names) == 22
+    missing = [n for n in names if not (REPO_ROOT / "checkpoints" / n).exists()]
+    assert not missing, missing
+
+
+def test_runs_train_then_load_from_their_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(get_profile("cnf", "smoke"), match_iterations_cnf=4, match_iterations_nf=4,
+                    ml_iterations_cnf=4, ml_iterations_nf=4, batch_size=16, ml_batch_size=16, widths=[2])
+    model, run = ex.match_density("wave (U2)", "cnf", 2, settings)
+    assert run.source == "trained" and len(run.history) == settings["num_chunks"]
+    again, loaded = ex.match_density("wave (U2)", "cnf", 2, settings)
+    assert loaded.source == "loaded" and loaded.history == run.history
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    model, run = ex.fit_max_likelihood("two moons", "nf", settings)
+    assert isinstance(model, PlanarFlow) and "nll" in run.history[0]
+    assert sorted(p.name.split("-")[2] for p in tmp_path.glob("*.pt")) == ["two_moons", "wave"]
+
+
+def test_evaluation_and_tables():
+    settings = dict(get_profile("cnf", "smoke"), widths=[2], eval_samples=64, grid_size=6, ml_grid_size=6,
+                    test_size=32, num_plot_samples=8, fractions=[0.5, 1.0])
+    matched = {("ring (U1)", kind, 2): (ex.build(kind, 2, settings)[0], None) for kind in ex.KINDS}
+    kl, learned, targets, extent = ex.evaluate_density_matching(matched, settings)
+    assert set(kl) == set(matched) and all(v.shape == (36,) for v in learned.values())
+    assert set(targets) == set(toy2d.TARGETS) and extent == (-4.0, 4.0, -4.0, 4.0)
+    assert "| ring (U1) |" in ex.kl_table(kl, [2]).data
+    ml = {(data, kind): (ex.build(kind, 4, settings)[0], None) for data in toy2d.SAMPLERS for kind in ("cnf", "nf")}
+    nll, mass = ex.evaluate_max_likelihood(ml, settings)
+    assert set(nll) == set(mass) == set(ml) and all(v > 0 for v in nll.values())
+    stages, _ = ex.stage_pictures(ml, settings)
+    samples, densities = stages["two moons", "cnf"]
+    assert len(samples) == 2 and samples[0].shape == (8, 2) and densities[1].shape == (36,)
+    assert "| two moons |" in ex.nll_table(nll, 4).data
+    table = ex.summary_table(kl, nll, 2, 4, 3.0, 8).data
+    assert "KL, ring (U1), CNF M=2" in table and "3.0×" in table
+
+
+def test_flow_stages_at_fractions():
+    torch.manual_seed(0)
+    flow = PlanarFlow(20)
+    z0 = torch.randn(6, 2)
+    points, _, _ = toy2d.grid(3.0, 5)
+    samples, densities = ex.flow_stages(flow, [0.05, 1.0], z0, points)
+    assert torch.allclose(samples[1], flow.sample(z0), atol=1e-5)
+    assert torch.allclose(samples[0], flow.layers[19].inverse(z0), atol=1e-5)  # 5% of 20 layers: the last one undone
+    with torch.no_grad():
+        assert torch.allclose(densities[1], flow.log_prob(points).exp())
+    cnf = CNF(PlanarDynamics(2, 4), trace="analytic", rtol=1e-6, atol=1e-6)
+    samples, densities = ex.flow_stages(cnf, [0.5], z0, points)
+    assert torch.allclose(samples[0], cnf.sample(z0, t=0.5))
+    assert densities[0].shape == (25,)
+
+
+def test_hutchinson_study_shapes_and_unbiasedness():
+    cost, spread, zscores = ex.hutchinson_study([2, 3], iterations=1, tol=1e-3, num_points=2, draws=64)
+    assert set(cost) == {"exact", "hutchinson"} and all(len(v["seconds"]) == 2 for v in cost.values())
+    assert all(n > 0 for v in cost.values() for n in v["nfe"])
+    assert all(len(v) == 2 and all(s > 0 for s in v) for v in spread.values())
+    assert max(max(v) for v in zscores.values()) < 5
+    assert "| 3 |" in ex.hutchinson_table([2, 3], cost, spread, zscores).data
