@@ -58,7 +58,7 @@ class Solver:
                                atol=self.tol, options=options)
 
 
-CONV_RECIPE = Recipe(num_epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
+CONV_RECIPE = Recipe(num_epochs=20, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4,
                      schedule="cosine", warmup_epochs=1.0, augment="affine")
 MLP_RECIPE = replace(CONV_RECIPE, num_epochs=30, augment=None)
 ADAPTIVE = {"odenet": Solver("dopri5", 1e-3, None, adjoint=True),

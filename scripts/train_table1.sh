@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The book-profile runs of Table 1 on a 2-core CPU: two resumable queues, one thread each
+# (two single-thread processes train faster together than one process on two threads).
+# Rerun the same command after an interrupt: every run resumes from its last epoch.
+#   bash scripts/train_table1.sh            # both queues in the background, logs in logs/
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p logs
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+if [ -z "${NODEBOOK_DATA:-}" ] && [ -d ../shared/data/mnist/raw ]; then
+  export NODEBOOK_DATA="$(cd ../shared/data && pwd)"
+fi
+PY=${PY:-.venv/bin/python}
+queue() {
+  for model in "$@"; do
+    "$PY" -m nodebook.experiments.mnist --model "$model" --threads 1 || return 1
+  done
+}
+nohup bash -c "$(declare -f queue); PY=$PY; queue odenet" > logs/table1_odenet.log 2>&1 &
+nohup bash -c "$(declare -f queue); PY=$PY; queue resnet stem mlp rknet" > logs/table1_others.log 2>&1 &
+echo "started: logs/table1_odenet.log, logs/table1_others.log"
