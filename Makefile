@@ -58,6 +58,7 @@ reproduce: env
 
 bench: env
 	$(PY) benchmarks/bench_solvers.py
+	$(PY) benchmarks/bench_mnist.py
 
 lab: env
 	$(BIN)/jupyter lab book

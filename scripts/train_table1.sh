@@ -11,9 +11,13 @@ if [ -z "${NODEBOOK_DATA:-}" ] && [ -d ../shared/data/mnist/raw ]; then
   export NODEBOOK_DATA="$(cd ../shared/data && pwd)"
 fi
 PY=${PY:-.venv/bin/python}
-queue() {
+queue() {  # each run resumes where it stopped; a failed start is retried (e.g. while files are edited)
   for model in "$@"; do
-    "$PY" -m nodebook.experiments.mnist --model "$model" --threads 1 || return 1
+    for attempt in 1 2 3 4 5; do
+      "$PY" -m nodebook.experiments.mnist --model "$model" --threads 1 && break
+      echo "run of $model failed (attempt $attempt); retrying in 60 s" >&2
+      sleep 60
+    done
   done
 }
 nohup bash -c "$(declare -f queue); PY=$PY; queue odenet" > logs/table1_odenet.log 2>&1 &

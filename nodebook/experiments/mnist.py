@@ -24,6 +24,7 @@ global batch stays ``batch_size``, split across the processes)::
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -31,7 +32,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from nodebook import record_stats
+from nodebook import odeint, record_stats
 from nodebook.data.mnist import Batches, load_mnist, split_validation
 from nodebook.memory import saved_tensor_bytes
 from nodebook.models import mnist as models
@@ -215,6 +216,116 @@ def tolerance_sweep(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, to
                 seconds += tm.seconds
                 batches += 1
         rows.append({"tol": tol, "nfe": nfe / batches, "error": wrong / len(y), "seconds": seconds / batches})
+    return rows
+
+
+@torch.no_grad()
+def numerical_error(model: torch.nn.Module, x: torch.Tensor, tolerances, *, reference_tol: float = 1e-10,
+                    method: str = "dopri5") -> list[dict]:
+    """Fig. 3a: how far the ODE block's output z(1) is from the exact one, at each solver tolerance.
+
+    The block's input z(0) = stem(x) is solved with ``method`` at rtol = atol =
+    tol (float32, as in training) and compared with a float64 solve of the
+    same dynamics at ``reference_tol``. Returns one dict per tolerance: ``tol``,
+    ``nfe``, ``max_error`` and ``rms_error`` (absolute, over every component of
+    z(1)) and ``relative_error`` (norm of the error over norm of z(1)).
+    """
+    block = model.ode_block
+    model.eval()
+    z0 = model.stem(x)
+    func64 = copy.deepcopy(block.func).double()
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64, device=x.device)
+    reference = odeint(func64, z0.double(), t, rtol=reference_tol, atol=reference_tol, method=method)[-1]
+    rows = []
+    for tol in tolerances:
+        with block.using_solver(method, tol, tol):
+            error = block(z0).double() - reference
+        rows.append({"tol": tol, "nfe": block.nfe_forward, "max_error": error.abs().max().item(),
+                     "rms_error": error.pow(2).mean().sqrt().item(),
+                     "relative_error": (error.norm() / reference.norm()).item()})
+    return rows
+
+
+def dynamics_flops(batch_size: int, channels: int = models.NUM_CHANNELS, size: int = 6) -> float:
+    """Floating-point operations of one evaluation of the ODE-Net's dynamics (its two 3x3
+    convolutions of ``[t, z]``; the normalisations and ReLUs are a few percent more)."""
+    return 2 * (2 * batch_size * size * size * channels * (channels + 1) * 9)
+
+
+def conv_throughput(batch_size: int = 128, channels: int = models.NUM_CHANNELS, size: int = 6,
+                    repeats: int = 20, device="cpu") -> dict:
+    """Measured speed of this machine's 3x3 convolutions and of the ODE-Net's dynamics, in GFLOP/s.
+
+    ``conv``: one ``channels -> channels`` 3x3 convolution on ``size x size`` maps
+    (the dynamics' own shape) and ``conv_large`` the same on 28x28 maps (what
+    the machine reaches when a convolution is big); ``dynamics``: one
+    evaluation of :class:`nodebook.models.mnist.ODEFunc` (two such convolutions,
+    three GroupNorms, two ReLUs), and ``dynamics_vjp`` one evaluation with its
+    vector-Jacobian product (what the adjoint's backward step costs: about 3
+    convolutions' work per convolution). Median of ``repeats`` timings.
+    """
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            with Timer() as tm:
+                fn()
+            times.append(tm.seconds)
+        return sorted(times)[len(times) // 2]
+
+    torch.manual_seed(0)
+    results = {}
+    with torch.no_grad():
+        for name, side in (("conv", size), ("conv_large", 28)):
+            conv = torch.nn.Conv2d(channels, channels, 3, padding=1).to(device)
+            z = torch.randn(batch_size, channels, side, side, device=device)
+            seconds = timed(lambda: conv(z))
+            results[name] = {"seconds": seconds, "gflops": 2 * batch_size * side * side * channels ** 2 * 9 / seconds / 1e9}
+    func = models.ODEFunc(channels).to(device)
+    z = torch.randn(batch_size, channels, size, size, device=device, requires_grad=True)
+    t = torch.tensor(0.5, device=device)
+    flops = dynamics_flops(batch_size, channels, size)
+    with torch.no_grad():
+        seconds = timed(lambda: func(t, z))
+    results["dynamics"] = {"seconds": seconds, "gflops": flops / seconds / 1e9}
+    params = [z, *func.parameters()]
+
+    def vjp():
+        out = func(t, z)
+        torch.autograd.grad(out, params, torch.ones_like(out))
+
+    seconds = timed(vjp)
+    results["dynamics_vjp"] = {"seconds": seconds, "gflops": 3 * flops / seconds / 1e9}
+    return results
+
+
+def training_step_speed(kinds=KINDS, batch_size: int = 128, repeats: int = 3, device="cpu") -> list[dict]:
+    """Seconds of one training step (forward and backward) at initialisation, per model of Table 1,
+    with the NFE of its ODE block: the per-batch cost behind the seconds per epoch."""
+    torch.manual_seed(0)
+    x = torch.rand(batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    rows = []
+    for kind in kinds:
+        net = build(kind, ADAPTIVE.get(kind)).to(device)
+        seconds = time_per_batch(net, x, y, repeats=repeats)
+        block = net.ode_block
+        rows.append({"model": kind, "seconds_per_batch": seconds,
+                     "nfe_forward": block.nfe_forward if block is not None else 0})
+    return rows
+
+
+def epoch_speed(runs: dict) -> list[dict]:
+    """Per model, from the training logs: median seconds per epoch (training only), median forward and
+    backward NFE per batch, and epochs trained. ``runs`` maps a model's name to its :class:`Run`."""
+    rows = []
+    for kind, run in runs.items():
+        def median(key):
+            values = sorted(r[key] for r in run.history)
+            return values[len(values) // 2]
+        rows.append({"model": kind, "epochs": len(run.history), "seconds_per_epoch": median("train_seconds"),
+                     "nfe_forward": median("nfe_forward"), "nfe_backward": median("nfe_backward"),
+                     "hours": sum(r["train_seconds"] for r in run.history) / 3600})
     return rows
 
 

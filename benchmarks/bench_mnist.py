@@ -1,0 +1,39 @@
+"""MNIST training speed (``make bench``): this machine's convolution throughput against the ODE-Net's
+dynamics, and one training step of every Table 1 model, per thread count. Writes ``benchmarks/mnist.json``,
+which the MNIST chapter renders::
+
+    python benchmarks/bench_mnist.py [--threads 1 2] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nodebook.experiments.mnist import conv_throughput, training_step_speed  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("mnist.json"))
+    args = parser.parse_args(argv)
+    data = {"torch": torch.__version__, "runs": []}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        run = {"threads": threads, "throughput": conv_throughput(), "steps": training_step_speed()}
+        data["runs"].append(run)
+        print(f"{threads} thread(s):", {k: round(v["gflops"], 1) for k, v in run["throughput"].items()}, "GFLOP/s;",
+              {r["model"]: round(r["seconds_per_batch"], 3) for r in run["steps"]}, "s per batch", flush=True)
+    args.out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
