@@ -41,9 +41,21 @@ test: env
 test-unit: env
 	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadscope tests --ignore=tests/test_notebooks.py
 
+# MathJax is served with the book (_config.yml: mathjax_path, html_extra_path), so equations
+# render with no network: its files come from PyPI's django-static-mathjax (MathJax 3.2.2).
+MATHJAX := _build/mathjax/_static/mathjax
+$(MATHJAX)/tex-mml-chtml.js: | env
+	rm -rf _build/mathjax && mkdir -p _build/mathjax
+	$(PY) -m pip download -q --no-deps -d _build/mathjax "django-static-mathjax==3.2.2.1"
+	$(PY) -c "import pathlib, shutil, zipfile; root = pathlib.Path('_build/mathjax'); \
+	  whl = next(root.glob('*.whl')); zipfile.ZipFile(whl).extractall(root / 'wheel'); \
+	  src = root / 'wheel/mathjax/static/mathjax'; shutil.copytree(src / 'es5', root / 'tmp'); \
+	  shutil.copy(src / 'LICENSE', root / 'tmp'); shutil.rmtree(root / 'wheel'); whl.unlink(); \
+	  (root / '_static').mkdir(); (root / 'tmp').rename('$(MATHJAX)')"
+
 # Evaluates the committed checkpoints only (NODEBOOK_NO_TRAIN) and writes results under _build/:
 # the checkout stays clean.
-book: env
+book: env $(MATHJAX)/tex-mml-chtml.js
 	NODEBOOK_NO_TRAIN=1 NODEBOOK_RESULTS_DIR=$(abspath _build/results) $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 
 # Builds the book, then loads every chapter in headless Chromium (Debian's).

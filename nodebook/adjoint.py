@@ -208,8 +208,8 @@ def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None,
     a drop-in for torchdiffeq 0.2.5's ``odeint_adjoint``.
 
     func: an ``nn.Module`` (its parameters get gradients), or any callable when
-    ``adjoint_params`` (an iterable of tensors) is given. y0: (*S), or a tuple
-    of tensors; t: (T,); returns (T, *S) (a tuple for a tuple y0). Gradients
+    ``adjoint_params`` (an iterable of tensors) is given. y0: ``(*S)``, or a tuple
+    of tensors; t: ``(T,)``; returns ``(T, *S)`` (a tuple for a tuple y0). Gradients
     flow to y0, to the adjoint parameters and to t. method None means dopri5.
     adjoint_rtol / adjoint_atol / adjoint_method default to the forward ones
     (the backward tolerances must be single numbers); adjoint_options
@@ -252,6 +252,8 @@ def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None,
         y0, rtol, atol = state.flatten(y0), state.tolerance("rtol", rtol), state.tolerance("atol", atol)
         options = state.options(options)
     _, _, _, _, options = check_inputs(func_flat, y0, t, rtol, atol, method, options)
+    if params and params[0].device != y0.device:  # a module func was checked above; adjoint_params here
+        raise errors.device_mismatch("adjoint_params", params[0].device, y0.device)
     # the forward norm, reused on z and a by the backward solve's norm (None: RMS)
     state_norm = options.get("norm") if user_norm is not None else None
 

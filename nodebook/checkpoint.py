@@ -10,7 +10,9 @@ unit the chapter chooses: an epoch, or a chunk of iterations.
 The finished checkpoint holds the model's weights and the training history
 (small: these are committed for the book profile); the resumable one also
 holds the optimizer, the scheduler and the torch random state.
-All files load with ``torch.load(..., weights_only=True)``.
+All files load with ``torch.load(..., weights_only=True)``; a file that cannot
+be used (corrupt, truncated, not written here, or weights that do not fit the
+model) raises :class:`CheckpointError` naming the file and the remedy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,58 @@ from nodebook.utils import REPO_ROOT, env_path
 
 class TrainingDisabled(RuntimeError):
     """A run would have to train, but ``$NODEBOOK_NO_TRAIN`` forbids it (``make book``)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used: corrupt, truncated, not written by
+    :func:`load_or_train`, or holding a state that does not fit the model."""
+
+
+_FINAL_KEYS = ("settings", "history", "model")
+_RESUMABLE_KEYS = _FINAL_KEYS + ("optimizer", "scheduler", "rng")
+
+
+def _remedy(path: Path, resumable: bool) -> str:
+    if resumable:  # retrain=True resumes an interrupted retraining, so only deleting helps
+        return f"Delete {path} to train this run from its start."
+    return f"Pass retrain=True to train this run again, or delete {path}."
+
+
+def _read_checkpoint(path: Path, device, settings: dict, resumable: bool) -> dict:
+    """``torch.load`` one checkpoint and check that it is this run's, or raise :class:`CheckpointError`."""
+    what = "resumable checkpoint" if resumable else "checkpoint"
+    remedy = _remedy(path, resumable)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file (RuntimeError, EOFError, pickle's)
+        if "Weights only load failed" in str(error):
+            raise CheckpointError(f"{path}: cannot read this {what}: it holds Python objects other than tensors "
+                                  f"and plain data, which torch.load(weights_only=True) refuses, so it was not "
+                                  f"written by load_or_train. {remedy}") from error
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip().split(". ")[0][:200]
+        raise CheckpointError(f"{path}: cannot read this {what}: the file is corrupt, truncated or not a "
+                              f"torch file ({type(error).__name__}: {reason}). {remedy}") from error
+    keys = _RESUMABLE_KEYS if resumable else _FINAL_KEYS
+    missing = [key for key in keys if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        found = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a nodebook {what}: it lacks {missing} (found {found}). {remedy}")
+    if not isinstance(ckpt["history"], list):
+        raise CheckpointError(f"{path}: not a nodebook {what}: 'history' is a "
+                              f"{type(ckpt['history']).__name__}, not a list. {remedy}")
+    if ckpt["settings"] != settings:
+        raise CheckpointError(f"{path}: saved settings {ckpt['settings']} differ from {settings}. {remedy}")
+    return ckpt
+
+
+def _restore(path: Path, part: str, load: Callable, state, resumable: bool) -> None:
+    """``load(state)``, turning a state that does not fit into a :class:`CheckpointError`."""
+    try:
+        load(state)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:500]
+        raise CheckpointError(f"{path}: its saved {part} state does not fit this run "
+                              f"({type(error).__name__}: {reason}). {_remedy(path, resumable)}") from error
 
 
 def checkpoint_dir() -> Path:
@@ -64,6 +119,7 @@ class Run:
         return float(sum(row["seconds"] for row in self.history))
 
     def describe(self) -> str:
+        """One line for the page: loaded, trained or resumed, with its steps and training time."""
         how = {"loaded": "loaded the committed checkpoint", "trained": "trained from scratch",
                "resumed": "resumed an interrupted run and finished it"}[self.source]
         return (f"{self.name}: {how} ({len(self.history)} steps, "
@@ -99,13 +155,13 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
         optimizer, scheduler: saved in the resumable checkpoint.
         retrain: ignore a finished checkpoint and train again (still resumes
             an interrupted retraining).
+        directory: where checkpoints live (default :func:`checkpoint_dir`).
+        progress: show a tqdm bar over steps.
 
     With ``$NODEBOOK_NO_TRAIN`` set (``make book`` sets it), a run that has no
     finished checkpoint raises :class:`TrainingDisabled` instead of training.
     Under ``torch.distributed`` every process trains and resumes from the same
     files, and only rank 0 writes them.
-        directory: where checkpoints live (default :func:`checkpoint_dir`).
-        progress: show a tqdm bar over steps.
     """
     settings = _normalise(dict(settings, num_steps=num_steps))
     directory = Path(directory or checkpoint_dir())
@@ -115,10 +171,8 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
     device = next(model.parameters()).device
 
     if final.exists() and not retrain:
-        ckpt = torch.load(final, map_location=device, weights_only=True)
-        if ckpt["settings"] != settings:
-            raise ValueError(f"{final}: saved settings {ckpt['settings']} differ from {settings}")
-        model.load_state_dict(ckpt["model"])
+        ckpt = _read_checkpoint(final, device, settings, resumable=False)
+        _restore(final, "model", model.load_state_dict, ckpt["model"], resumable=False)
         model.eval()
         return Run(name, final, "loaded", ckpt["history"])
 
@@ -133,17 +187,18 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
     history: list[dict] = []
     source = "trained"
     if partial.exists():
-        ckpt = torch.load(partial, map_location=device, weights_only=True)
-        if ckpt["settings"] != settings:
-            raise ValueError(f"{partial}: saved settings {ckpt['settings']} differ from {settings}")
-        model.load_state_dict(ckpt["model"])
+        ckpt = _read_checkpoint(partial, device, settings, resumable=True)
+        _restore(partial, "model", model.load_state_dict, ckpt["model"], resumable=True)
         if optimizer is not None:
-            optimizer.load_state_dict(ckpt["optimizer"])
+            _restore(partial, "optimizer", optimizer.load_state_dict, ckpt["optimizer"], resumable=True)
         if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"].cpu())
+            _restore(partial, "scheduler", scheduler.load_state_dict, ckpt["scheduler"], resumable=True)
+        _restore(partial, "random-number generator", lambda rng: torch.set_rng_state(rng.cpu()), ckpt["rng"],
+                 resumable=True)
         if torch.cuda.is_available() and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
+            _restore(partial, "CUDA random-number generator",
+                     lambda states: torch.cuda.set_rng_state_all([s.cpu() for s in states]), ckpt["cuda_rng"],
+                     resumable=True)
         history = ckpt["history"]
         source = "resumed"
 

@@ -111,6 +111,24 @@ SETTINGS: dict[str, dict[str, dict]] = {
 }
 
 
+# What a capped run cuts (``Chapter(name, "paper", capped=True)``, the test that executes every
+# chapter at the paper's settings on a CPU, see tests/test_notebooks.py): data and evaluation sizes,
+# iterations and counts only, so the solver, the models' sizes and the recipe stay the profile's.
+# A capped run asserts no claim; it checks that the chapter's code runs at those settings.
+CAPS: dict[str, dict] = {
+    "mnist": dict(num_train=256, num_test=128, num_epochs=1, mlp_num_epochs=1, probe_size=32, sweep_size=32,
+                  backward_size=16, memory_batch=4, timing_batch=16),
+    "solvers": dict(),  # the paper's sweeps already run in seconds on one CPU thread
+    "benchmarks": dict(live_repeats=1),
+    "adjoint": dict(memory_steps=[10, 30, 100], nfe_iterations=4),
+    "cnf": dict(match_iterations_cnf=2, match_iterations_nf=2, ml_iterations_cnf=2, ml_iterations_nf=2,
+                num_chunks=2, eval_samples=256, test_size=256, grid_size=16, ml_grid_size=16,
+                num_plot_samples=64, hutch_dims=[2, 4], hutch_iterations=1, hutch_points=2, hutch_draws=8),
+    "trajectory": dict(iterations_per_step=2, snapshot_steps=[1, 2], split_steps=2, rnn_steps=2),
+    "latent_ode": dict(num_spirals=100, num_train=80, iterations_per_step=2, num_steps=2, rnn_steps=2),
+}
+
+
 class Profile(dict):
     """A chapter's settings at one profile: a dict whose keys also read as attributes."""
 

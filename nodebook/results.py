@@ -11,7 +11,8 @@ and a ``kind``:
   (:meth:`nodebook.book.Chapter.claim`): ``statement``, ``paper_claim`` (the
   paper's claim it checks, or ``None``), ``verdict`` (``"holds"``,
   ``"does not hold here"``, ``"measured"`` for a statement about our own run,
-  or ``"not checked"`` where the run could not check it), ``profile``, ``device``.
+  or ``"not checked"`` where the run could not check it, with an optional
+  ``reason``), ``profile``, ``device``.
 
 Entries of other profiles are kept, so a book-profile run and a paper-scale
 GPU run stand side by side. Where results go: ``$NODEBOOK_RESULTS_DIR``, else
@@ -33,6 +34,7 @@ TRACKED_RESULTS = REPO_ROOT / "results"
 RESULT_FIELDS = {"id", "kind", "name", "ours", "paper", "unit", "profile", "device", "seconds"}
 RESULT_OPTIONAL = {"spread", "seeds"}
 CLAIM_FIELDS = {"id", "kind", "statement", "paper_claim", "verdict", "profile", "device"}
+CLAIM_OPTIONAL = {"reason"}
 VERDICTS = ("holds", "does not hold here", "measured", "not checked")
 
 
@@ -51,7 +53,7 @@ def check_entry(entry: dict) -> dict:
     label = entry.get("id", entry.get("name"))
     if kind not in ("result", "claim"):
         raise ValueError(f"result entry {label!r}: 'kind' must be 'result' or 'claim', got {kind!r}")
-    required, optional = (RESULT_FIELDS, RESULT_OPTIONAL) if kind == "result" else (CLAIM_FIELDS, set())
+    required, optional = (RESULT_FIELDS, RESULT_OPTIONAL) if kind == "result" else (CLAIM_FIELDS, CLAIM_OPTIONAL)
     missing, extra = required - set(entry), set(entry) - required - optional
     if missing or extra:
         raise ValueError(f"result entry {label!r}: missing fields {sorted(missing)}, "
@@ -78,8 +80,9 @@ def load_entries(path: Path) -> list[dict]:
 
 
 def save_entries(file: str, entries: list[dict], directory: Path | None = None) -> Path:
-    """Write ``entries`` to ``<directory>/<file>.json``, replacing earlier entries with the
-    same id and profile and keeping the rest; ids must be unique within ``entries``."""
+    """Write ``entries`` to ``<directory>/<file>.json``: they replace every earlier entry of the
+    same profile (a renamed or dropped claim does not linger) and entries of other profiles are
+    kept; ids must be unique within ``entries``."""
     entries = [check_entry(dict(entry)) for entry in entries]
     new_keys = [(entry["id"], entry["profile"]) for entry in entries]
     if len(set(new_keys)) != len(new_keys):
@@ -88,7 +91,8 @@ def save_entries(file: str, entries: list[dict], directory: Path | None = None) 
     path = Path(directory or results_dir()) / f"{file}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     old = load_entries(path) if path.exists() else []
-    kept = [entry for entry in old if (entry["id"], entry["profile"]) not in set(new_keys)]
+    profiles = {entry["profile"] for entry in entries}
+    kept = [entry for entry in old if entry["profile"] not in profiles]
     path.write_text(json.dumps(kept + entries, indent=1) + "\n")
     return path
 

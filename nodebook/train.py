@@ -1,7 +1,9 @@
 """Generic training: chunks of optimizer steps, classifier epochs, evaluation, and one ``fit``.
 
 - :func:`chunked_step`: a ``train_step`` of N optimizer steps on a loss that
-  draws its own batch (the sequence models and flows of chapters 04–06);
+  draws its own batch, and :func:`fit_chunks`, which builds the optimizer and
+  its schedule and trains such steps under a checkpoint key (the sequence
+  models and flows of chapters 04–06);
 - :func:`train_epoch` / :func:`evaluate`: one pass of a classifier over
   minibatches, logging forward and backward NFE of any ODE block;
 - :class:`Recipe` and :func:`fit`: build the optimizer and learning-rate
@@ -13,7 +15,7 @@ The paper's MNIST recipe (Sec. 3; the public ``odenet_mnist.py``) is
 ``Recipe(num_epochs=160, schedule="step")``: SGD with momentum 0.9, lr 0.1 x
 batch/128, x0.1 at epochs 60, 100 and 140 of 160 (scaled to any number of
 epochs: the drops happen at the same *fractions* of training).
-Chapter drivers (Table 1, Fig. 3) live in :mod:`nodebook.experiments.mnist`.
+Chapter drivers (Table 1, Fig. 3) live in ``nodebook.experiments.mnist``.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def step_schedule(optimizer: torch.optim.Optimizer, total_iterations: int,
 def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.optim.Optimizer,
                  iterations: int, *, scheduler=None, max_grad_norm: float | None = None,
                  name: str = "loss") -> Callable[[int], dict]:
-    """A ``train_step(step)`` for :func:`load_or_train` made of ``iterations`` optimizer steps.
+    """A ``train_step(step)`` for :func:`~nodebook.checkpoint.load_or_train` made of ``iterations`` optimizer steps.
 
     ``loss_fn()`` draws its own batch (from torch's global generator, so resumes
     are exact) and returns a scalar loss, or ``(loss, extras)`` with a dict of
@@ -79,6 +81,35 @@ def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.o
             scheduler.step()
         return totals
     return train_step
+
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
+
+
+def make_optimizer(params, name: str = "adam", lr: float = 1e-3, lr_decay: float | None = None):
+    """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) at learning rate ``lr``, and an exponential
+    decay of it by ``lr_decay`` per scheduler step (``None``: a constant rate, no scheduler).
+    Returns ``(optimizer, scheduler)``."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    optimizer = OPTIMIZERS[name](params, lr=lr)
+    scheduler = None if lr_decay is None else torch.optim.lr_scheduler.ExponentialLR(optimizer, lr_decay)
+    return optimizer, scheduler
+
+
+def fit_chunks(name: str, key: dict, model: torch.nn.Module, make_step: Callable, num_steps: int, *,
+               optimizer: str = "adam", lr: float = 1e-3, lr_decay: float | None = None, retrain: bool = False,
+               directory=None, progress: bool = False) -> Run:
+    """Train ``model`` for ``num_steps`` chunks of optimizer steps under checkpoint ``key``, or load it.
+
+    Builds the optimizer and its schedule (:func:`make_optimizer`), makes the
+    chunk's ``train_step = make_step(optimizer, scheduler)`` (e.g. with
+    :func:`chunked_step`) and runs :func:`nodebook.checkpoint.load_or_train`:
+    the iteration-based sibling of :func:`fit` (chapters 04–06).
+    """
+    opt, scheduler = make_optimizer(model.parameters(), optimizer, lr, lr_decay)
+    return load_or_train(name, key, model, make_step(opt, scheduler), num_steps, optimizer=opt,
+                         scheduler=scheduler, retrain=retrain, directory=directory, progress=progress)
 
 
 @torch.no_grad()
@@ -205,10 +236,12 @@ class Recipe:
             raise ValueError(f"num_epochs, batch_size and lr must be positive: {self}")
 
     def optimizer(self, params) -> torch.optim.SGD:
+        """SGD on ``params`` with the recipe's momentum, weight decay and scaled learning rate."""
         return torch.optim.SGD(params, lr=scaled_lr(self.lr, self.batch_size), momentum=self.momentum,
                                nesterov=self.nesterov, weight_decay=self.weight_decay)
 
     def scheduler(self, optimizer, iterations_per_epoch: int):
+        """The learning-rate schedule over the whole run, stepped once per iteration."""
         total = self.num_epochs * iterations_per_epoch
         if self.schedule == "step":
             return step_schedule(optimizer, total)

@@ -11,6 +11,9 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY_URL = "https://github.com/nodebook/nodebook"
+"""Where the book's source lives, declared once: scripts/colab_cell.py (so every chapter's first
+cell), _config.yml and README.md repeat it, and tests/test_product.py checks that they agree."""
 
 
 def seed_everything(seed: int) -> None:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The book-profile runs of Table 1 on a 2-core CPU: two resumable queues, one thread each
-# (two single-thread processes train faster together than one process on two threads).
+# The Table 1 runs on a 2-core CPU (recipe and solvers: CONV_RECIPE, MLP_RECIPE and ADAPTIVE in
+# nodebook/experiments/mnist.py, which become the chapter's book profile when the runs finish):
+# two resumable queues, one thread each (two single-thread processes train faster together than
+# one process on two threads).
 # Rerun the same command after an interrupt: every run resumes from its last epoch.
 #   bash scripts/train_table1.sh            # both queues in the background, logs in logs/
 set -u

@@ -74,12 +74,12 @@ def test_runs_train_then_load_from_their_checkpoint(tmp_path, monkeypatch):
 def test_evaluation_and_tables():
     settings = dict(get_profile("cnf", "smoke"), widths=[2], eval_samples=64, grid_size=6, ml_grid_size=6,
                     test_size=32, num_plot_samples=8, fractions=[0.5, 1.0])
-    matched = {("ring (U1)", kind, 2): (ex.build(kind, 2, settings)[0], None) for kind in ex.KINDS}
+    matched = {("ring (U1)", kind, 2): (ex.build(kind, 2, settings), None) for kind in ex.KINDS}
     kl, learned, targets, extent = ex.evaluate_density_matching(matched, settings)
     assert set(kl) == set(matched) and all(v.shape == (36,) for v in learned.values())
     assert set(targets) == set(toy2d.TARGETS) and extent == (-4.0, 4.0, -4.0, 4.0)
     assert "| ring (U1) |" in ex.kl_table(kl, [2]).data
-    ml = {(data, kind): (ex.build(kind, 4, settings)[0], None) for data in toy2d.SAMPLERS for kind in ("cnf", "nf")}
+    ml = {(data, kind): (ex.build(kind, 4, settings), None) for data in toy2d.SAMPLERS for kind in ("cnf", "nf")}
     nll, mass = ex.evaluate_max_likelihood(ml, settings)
     assert set(nll) == set(mass) == set(ml) and all(v > 0 for v in nll.values())
     stages, _ = ex.stage_pictures(ml, settings)

@@ -40,3 +40,36 @@ def test_epoch_speed_reads_the_training_log(tmp_path):
     rows = experiments.epoch_speed({"odenet": Run("mnist-odenet", tmp_path / "x.pt", "loaded", history)})
     assert rows == [{"model": "odenet", "epochs": 3, "seconds_per_epoch": 110.0, "nfe_forward": 32,
                      "nfe_backward": 26, "hours": pytest.approx(330 / 3600)}]
+
+
+def test_fig3_adaptive_draws_four_panels_from_the_logs():
+    from nodebook.plotting.mnist import fig3_adaptive
+
+    errors = [{"tol": t, "nfe": n, "relative_error": e} for t, n, e in [(1e-1, 20, 1e-1), (1e-3, 32, 5e-3)]]
+    sweep = [{"tol": t, "nfe": n, "error": 0.005, "seconds": n * 1e-3} for t, n in [(1e-1, 20), (1e-3, 32)]]
+    adjoint = [{"tol": 1e-3, "nfe_forward": 32, "nfe_backward": 26}]
+    history = [{"nfe_trace": [20 + epoch] * 10} for epoch in range(3)]
+    fig = fig3_adaptive(errors, sweep, adjoint, history, train_tol=1e-3, window=4)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title()[:3] for ax in panels] == ["(a)", "(b)", "(c)", "(d)"]
+    smooth = panels[3].get_lines()[1].get_ydata()
+    assert len(smooth) == 30 and smooth[0] == 20 and smooth[-1] == 22  # every batch, averaged
+
+
+def test_recipe_sweep_reads_the_validation_runs(tmp_path):
+    from dataclasses import asdict
+
+    from nodebook.train import Recipe
+
+    for lr, accuracy in [(0.2, 0.99), (0.1, 0.995)]:
+        settings = {"model": "resnet", "seed": 0, "recipe": asdict(Recipe(num_epochs=2, lr=lr, augment="affine")),
+                    "num_train": 55000, "data": "MNIST (original idx files), validation split of 5000 (seed 0)",
+                    "num_steps": 2}
+        history = [{"test_accuracy": 0.98, "seconds": 1800.0}, {"test_accuracy": accuracy, "seconds": 1800.0}]
+        torch.save({"settings": settings, "history": history, "model": {}}, tmp_path / f"mnist-resnet-val-{lr}.pt")
+    torch.save({}, tmp_path / "mnist-resnet-val-x.last.pt")  # an unfinished run is not listed
+    rows = experiments.recipe_sweep(tmp_path)
+    assert [(r["lr"], r["epochs"], r["num_val"]) for r in rows] == [(0.1, 2, 5000), (0.2, 2, 5000)]
+    assert rows[0]["val_error"] == pytest.approx(0.005) and rows[0]["hours"] == pytest.approx(1.0)
+    low, high = rows[0]["val_interval"]
+    assert low < 0.005 < high and high - low > 0.003  # 25 errors in 5,000: a wide interval

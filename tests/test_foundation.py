@@ -59,6 +59,11 @@ class TestResults:
         rows = json.loads((tmp_path / "x.json").read_text())
         assert sorted((r["profile"], r["ours"]) for r in rows) == [("book", 3.0), ("paper", 2.0)]
 
+    def test_a_dropped_entry_does_not_linger(self, tmp_path):
+        save_entries("x", [_result("x/old", 1.0), _result("x/kept", 2.0, "paper")], tmp_path)
+        save_entries("x", [_result("x/new", 3.0)], tmp_path)
+        assert sorted(e["id"] for e in load_entries(tmp_path / "x.json")) == ["x/kept", "x/new"]
+
     def test_values_are_stored_unrounded(self, tmp_path):
         save_entries("x", [_result("x/acc", 0.123456789)], tmp_path)
         assert load_entries(tmp_path / "x.json")[0]["ours"] == 0.123456789
@@ -207,6 +212,9 @@ class TestChapter:
             smoke.claim("mnist/b", "holds at any scale", False)
         capped = Chapter("mnist", "paper", capped=True)
         assert capped.claim("mnist/a", "needs full data", False) == "not checked"
+        book = Chapter("mnist", "book")
+        assert book.claim("mnist/b", "needs full MNIST", False, not_checked="offline 5k subset") == "not checked"
+        assert book.entries[-1]["reason"] == "offline 5k subset"
 
     def test_save_results_writes_the_chapters_file(self, tmp_path, monkeypatch):
         monkeypatch.setenv("NODEBOOK_RESULTS_DIR", str(tmp_path))

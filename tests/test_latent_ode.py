@@ -7,7 +7,7 @@ import torch
 
 from nodebook.data.spirals import cubic_spiral, make_spirals, sample_observations
 from nodebook.experiments.latent_ode import latent_train_step
-from nodebook.experiments.trajectory import rnn_train_step
+from nodebook.experiments.common import rnn_train_step
 from nodebook.models import dynamics, latent_ode, rnn
 
 

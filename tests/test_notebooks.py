@@ -67,7 +67,7 @@ def _chapter_test(notebook: Path):
         results are stated through ch.claim, not bare asserts."""
         for cell in _code_cells(notebook):
             assert not re.search(r"^\s*(def|class) ", cell, re.M), cell[:200]
-            assert not re.search(r"\bif\s+P\.|check_targets|min_accuracy", cell), cell[:200]
+            assert not re.search(r"\bif\s+P\.|check_targets|min_accuracy|is_subset\s+or\b", cell), cell[:200]
             assert not re.search(r"^\s*assert ", cell, re.M), cell[:200]
 
     return {"test_executes_at_smoke": test_executes_at_smoke,
@@ -117,7 +117,7 @@ def test_template_has_every_mandatory_cell():
     assert "remove-cell" in nb.cells[0].metadata.get("tags", [])
     assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
     code = _code(template)
-    for needed in ('Chapter("<name>", profile, seed)', "ch.result(", "ch.claim(", "ch.save_results()",
+    for needed in ('Chapter("<name>", profile, seed, capped=capped)', "ch.result(", "ch.claim(", "ch.save_results()",
                    "ch.wall_time()"):
         assert needed in code, needed
 
@@ -159,3 +159,84 @@ class TestHarnessBites:
                               capture_output=True, text=True)
         assert proc.returncode != 0, proc.stdout[-2000:]
         assert "broken" in (proc.stdout + proc.stderr)
+
+
+# ---------------------------------------------------------------- the paper path, capped
+# Every chapter executed at the ``paper`` profile (what a Colab GPU reader runs) with the sizes of
+# nodebook.profiles.CAPS, so that path cannot rot although CI has no GPU: ``capped = True`` is a
+# papermill parameter of every chapter, passed to ``Chapter(..., capped=capped)``.
+CAPPED_DIR = REPO_ROOT / "_build" / "capped"
+# What a cap must leave as the profile sets it: the models' sizes and the batches of the recipe
+# (a cap is an int or a list of ints, so solvers, tolerances, learning rates and switches are out too).
+NEVER_CAPPED = {"num_hiddens", "widths", "ml_width", "latent_dim", "encoder_hiddens", "dynamics_hiddens",
+                "decoder_hiddens", "rnn_hiddens", "batch_size", "ml_batch_size", "rnn_batch_size", "window",
+                "rnn_window", "rnn_context"}
+
+
+def _capped_test(notebook: Path):
+    def test_executes_at_paper_capped(self, tmp_path, monkeypatch):
+        """The chapter runs end to end at the paper's settings with its sizes capped; it records its
+        results and claims at profile paper and asserts none of them."""
+        from nodebook.results import load_entries
+
+        monkeypatch.setenv("NODEBOOK_RESULTS_DIR", str(tmp_path / "results"))
+        monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path / "checkpoints"))
+        monkeypatch.delenv("NODEBOOK_NO_TRAIN", raising=False)
+        out = CAPPED_DIR / notebook.name
+        run_notebook(notebook, out, profile="paper", capped=True)
+        printed = "".join(o.get("text", "") for c in nbformat.read(out, as_version=4).cells
+                          if c.cell_type == "code" for o in c.get("outputs", []))
+        assert f"Chapter '{chapter_name(notebook)}' ran at profile 'paper' (capped)" in printed
+        entries = load_entries(tmp_path / "results" / f"{chapter_name(notebook)}.json")
+        assert {e["profile"] for e in entries} == {"paper-capped"}  # never mistaken for paper results
+        assert {e["verdict"] for e in entries if e["kind"] == "claim"} == {"not checked"}
+        assert any(e["kind"] == "result" for e in entries)
+
+    def test_parameters_cell_has_capped_off(self):
+        nb = nbformat.read(notebook, as_version=4)
+        parameters = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+        assert re.search(r"^capped = False\b", parameters, re.M), parameters
+        assert f'Chapter("{chapter_name(notebook)}", profile, seed, capped=capped)' in _code(notebook)
+
+    return {"test_executes_at_paper_capped": test_executes_at_paper_capped,
+            "test_parameters_cell_has_capped_off": test_parameters_cell_has_capped_off}
+
+
+for _nb in toc_chapters():
+    if re.fullmatch(r"\d\d_[a-z0-9_]+", _nb.stem):
+        _name = "TestCappedPaper_" + _nb.stem
+        globals()[_name] = type(_name, (), _capped_test(_nb))
+
+
+def test_caps_cut_sizes_only():
+    """Every chapter has caps; each caps a known setting with an int (or a list of ints) no larger
+    than the paper's, and none touches a model's size or a batch of the recipe."""
+    from nodebook.profiles import CAPS, get_profile
+
+    assert set(CAPS) == set(SETTINGS), "every chapter needs an entry in nodebook.profiles.CAPS"
+    for chapter, caps in CAPS.items():
+        paper = get_profile(chapter, "paper")
+        assert set(caps) <= set(paper), (chapter, sorted(set(caps) - set(paper)))
+        assert not set(caps) & NEVER_CAPPED, (chapter, sorted(set(caps) & NEVER_CAPPED))
+        for key, value in caps.items():
+            values = value if isinstance(value, list) else [value]
+            assert values and all(type(v) is int for v in values), (chapter, key, value)
+            if paper[key] is not None:  # None: all of the data
+                original = paper[key] if isinstance(paper[key], list) else [paper[key]]
+                assert len(values) <= len(original) and max(values) <= max(original), (chapter, key, value)
+
+
+def test_capped_chapter_takes_its_caps(monkeypatch):
+    from nodebook.book import Chapter
+    from nodebook.profiles import CAPS, get_profile
+
+    paper = get_profile("cnf", "paper")
+    ch = Chapter("cnf", "paper", capped=True)
+    assert ch.settings == {**paper, **CAPS["cnf"]} and ch.settings.train_method == paper.train_method
+    assert ch.settings != paper and Chapter("cnf", "paper").settings == paper
+    monkeypatch.setitem(CAPS, "cnf", {"no_such_setting": 1})
+    with pytest.raises(ValueError, match=r"caps \['no_such_setting'\], which are not settings of chapter 'cnf'"):
+        Chapter("cnf", "paper", capped=True)
+    monkeypatch.delitem(CAPS, "cnf")
+    with pytest.raises(ValueError, match="'cnf' has no entry in nodebook.profiles.CAPS"):
+        Chapter("cnf", "paper", capped=True)

@@ -193,3 +193,34 @@ def test_train_model_trains_then_loads_under_its_key(tmp_path, monkeypatch):
     from nodebook.checkpoint import TrainingDisabled
     with pytest.raises(TrainingDisabled, match="make reproduce"):
         experiments.train_model("odenet", data, recipe, solver=solver, seed=1, progress=False)
+
+
+def test_fit_chunks_builds_optimizer_and_schedule_then_loads(tmp_path):
+    from nodebook.train import chunked_step, fit_chunks, make_optimizer
+
+    def run(retrain=False):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+
+        def make_step(optimizer, scheduler):
+            assert isinstance(optimizer, torch.optim.RMSprop) and scheduler is not None
+            x = torch.randn(32, 2)
+            return chunked_step(lambda: ((model(x) - x.sum(1, keepdim=True)) ** 2).mean(), optimizer, 5,
+                                scheduler=scheduler)
+
+        result = fit_chunks("t-chunks", {"a": 1}, model, make_step, 3, optimizer="rmsprop", lr=0.01, lr_decay=0.5,
+                            directory=tmp_path, retrain=retrain)
+        return model, result
+
+    model, first = run()
+    assert first.source == "trained" and len(first.history) == 3
+    assert first.history[-1]["loss"] < first.history[0]["loss"]
+    again, second = run()
+    assert second.source == "loaded" and torch.equal(model.weight, again.weight)
+    with pytest.raises(ValueError, match="unknown optimizer 'adamw'"):
+        make_optimizer([torch.zeros(1, requires_grad=True)], "adamw")
+    optimizer, scheduler = make_optimizer([torch.zeros(1, requires_grad=True)], "sgd", 1.0, lr_decay=0.5)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.5
+    assert make_optimizer([torch.zeros(1, requires_grad=True)], "adam", 1e-3)[1] is None

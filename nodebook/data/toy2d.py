@@ -8,7 +8,7 @@ Two kinds of data:
   ``p~(z) = exp(-U(z))``. ``U2`` and ``U3`` are sine waves that extend
   forever along ``z1``, so they are not normalisable as published (their
   figures simply crop to [-4, 4]^2); we confine them with a smooth box
-  ``exp(-(z1/4)^8)`` (~1 inside |z1| < 3, e^-1 at |z1| = 4), which keeps the
+  ``exp(-(z1/4)^8)`` (~1 inside ``|z1| < 3``, e^-1 at ``|z1| = 4``), which keeps the
   picture and makes the reverse KL well defined.
 - *Samplers* for maximum likelihood (Fig. 5/6): "two circles" and "two
   moons", generated as in FFJORD's toy data (sklearn's ``make_circles``
@@ -95,7 +95,7 @@ def grid(lim: float = 4.0, num: int = 100, dtype=torch.float32):
 def log_normaliser(name: str, lim: float = 7.0, num: int = 701) -> float:
     """log Z = log of the integral of exp(-U) over the plane, by the midpoint rule in float64.
 
-    The targets have negligible mass beyond |z| = 7, so the reverse KL
+    The targets have negligible mass beyond ``|z| = 7``, so the reverse KL
     ``E_q[log q - log p~] + log Z`` is the true KL divergence in nats.
     """
     points, area, _ = grid(lim, num, dtype=torch.float64)

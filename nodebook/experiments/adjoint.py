@@ -91,12 +91,27 @@ def gradient_errors(problem: GradientProblem, reference: torch.Tensor, tolerance
     return rows
 
 
+def vector_field(num_hiddens: int, dim: int = 2, device="cpu") -> TimeMLP:
+    """The float32 field ``TimeMLP(dim, num_hiddens)`` of the memory and NFE runs, on ``device``."""
+    return TimeMLP(dim, num_hiddens).to(device)
+
+
+def initial_states(batch: int, dim: int = 2, device="cpu") -> torch.Tensor:
+    """``batch`` standard normal initial states of dimension ``dim``, drawn on ``device``."""
+    return torch.randn(batch, dim, device=device)
+
+
+def unit_interval(device="cpu") -> torch.Tensor:
+    """The output times 0 and 1 of the memory and NFE solves, on ``device``."""
+    return torch.tensor([0.0, 1.0], device=device)
+
+
 def memory_vs_steps(num_hiddens: int, num_steps: list, device="cpu", dim: int = 2, batch: int = 256) -> dict:
     """Bytes autograd saves for the backward pass of one rk4 solve over [0, 1] with each
     number of steps: ``{"adjoint": [...], "backprop": [...]}`` (see :func:`nodebook.memory.saved_tensor_bytes`)."""
-    func = TimeMLP(dim, num_hiddens).to(device)
-    z0 = torch.randn(batch, dim, device=device)
-    t_span = torch.tensor([0.0, 1.0], device=device)
+    func = vector_field(num_hiddens, dim, device)
+    z0 = initial_states(batch, dim, device)
+    t_span = unit_interval(device)
     memory = {"adjoint": [], "backprop": []}
     for n in num_steps:
         options = {"step_size": 1.0 / n}
@@ -112,12 +127,12 @@ def train_ring(num_hiddens: int, iterations: int, device="cpu", dim: int = 2, ba
     """Train ``TimeMLP(dim, num_hiddens)`` with Adam to carry a Gaussian blob onto the circle
     of radius ``radius`` at t = 1 (gradients by the adjoint, dopri5 at ``tol``), a fresh batch
     each step. Returns the field and the loss of every step."""
-    func = TimeMLP(dim, num_hiddens).to(device)
+    func = vector_field(num_hiddens, dim, device)
     optimizer = torch.optim.Adam(func.parameters(), lr=lr)
-    t_span = torch.tensor([0.0, 1.0], device=device)
+    t_span = unit_interval(device)
 
     def loss_fn():
-        z = torch.randn(batch, dim, device=device)
+        z = initial_states(batch, dim, device)
         z1 = odeint_adjoint(func, z, t_span, rtol=tol, atol=tol)[-1]
         return ((z1.norm(dim=-1) - radius) ** 2).mean()  # push every point onto the circle
 
@@ -130,8 +145,8 @@ def adjoint_nfe(func: torch.nn.Module, tolerances: list, device="cpu", dim: int 
     """Forward NFE, backward NFE (default norm) and backward NFE with the seminorm of one
     adjoint solve over [0, 1] plus its backward pass, at rtol = atol = each tolerance, on
     one batch: ``{"forward": [...], "backward": [...], "seminorm": [...]}``."""
-    z = torch.randn(batch, dim, device=device)
-    t_span = torch.tensor([0.0, 1.0], device=device)
+    z = initial_states(batch, dim, device)
+    t_span = unit_interval(device)
     nfe = {"forward": [], "backward": [], "seminorm": []}
     for tol in tolerances:
         for key, options in [("backward", None), ("seminorm", {"norm": "seminorm"})]:

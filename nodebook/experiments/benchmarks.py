@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover
 
 HAVE_TORCHDIFFEQ = torchdiffeq is not None
 COMMITTED = REPO_ROOT / "benchmarks" / "solvers.json"  # what ``make bench`` writes
+BENCH_DEVICE = "cpu"  # where ``make bench`` times the solvers, whatever device runs the appendix
 D = torch.float64
 
 
@@ -111,6 +112,15 @@ def van_der_pol(mu=1.0):
     return func, torch.tensor([2.0, 0.0], dtype=D), 10.0, exact
 
 
+def mlp_problem(num_times: int = 2, device="cpu"):
+    """The problem of (a) and (c) on ``device``: ``(func, z0, t)``, an :class:`MLPODE`, 256
+    initial states (drawn after seeding with 1) and ``num_times`` output times from 0 to 10."""
+    func = MLPODE().to(device)
+    torch.manual_seed(1)
+    z0 = torch.randn(256, 2).to(device)
+    return func, z0, torch.linspace(0.0, 10.0, num_times, device=device)
+
+
 # ---------------------------------------------------------------- helpers
 def interleaved(fns: dict, repeats: int) -> dict:
     """Run each fn ``repeats`` times, interleaved with alternating order; seconds per call
@@ -133,10 +143,7 @@ def summary(times):
 def bench_mlp(repeats: int, device="cpu") -> dict:
     """(a): dopri5 on :class:`MLPODE`, nodebook against torchdiffeq (when installed), without
     gradients and with backprop through the solver; medians, NFE and the ratios nodebook / torchdiffeq."""
-    func = MLPODE().to(device)
-    torch.manual_seed(1)
-    z0 = torch.randn(256, 2).to(device)
-    t = torch.tensor([0.0, 10.0], device=device)
+    func, z0, t = mlp_problem(2, device)
     tol = dict(rtol=1e-5, atol=1e-6, method="dopri5")
     libs = {"nodebook": odeint}
     if torchdiffeq is not None:
@@ -229,10 +236,8 @@ def bench_accuracy(rtols=(1e-3, 1e-5, 1e-7), n_out=50) -> dict:
 def bench_adjoint(repeats: int, device="cpu") -> dict:
     """(c): forward + backward of the MLP ODE of (a) with a loss on 5 times, by the adjoint and
     by backprop, nodebook and torchdiffeq (when installed); medians and NFE."""
-    func = MLPODE().to(device)
-    torch.manual_seed(1)
-    z0 = torch.randn(256, 2).to(device).requires_grad_(True)
-    t = torch.linspace(0.0, 10.0, 5, device=device)
+    func, z0, t = mlp_problem(5, device)
+    z0.requires_grad_(True)
     tol = dict(rtol=1e-5, atol=1e-6, method="dopri5")
     libs = {"nodebook adjoint": odeint_adjoint, "nodebook backprop": odeint}
     if torchdiffeq is not None:

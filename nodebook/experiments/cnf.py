@@ -26,14 +26,13 @@ import torch
 from torch import nn
 
 from nodebook import record_stats
-from nodebook.book import markdown_table
-from nodebook.checkpoint import load_or_train
+from nodebook.tables import markdown_table
 from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
 from nodebook.models.cnf import (CNF, NOISES, MLPDynamics, PlanarDynamics, negative_log_likelihood,
                                  reverse_kl)
 from nodebook.models.planar import PlanarFlow
 from nodebook.solvers import SOLVERS
-from nodebook.train import chunked_step
+from nodebook.train import chunked_step, fit_chunks, make_optimizer
 from nodebook.utils import Timer
 
 KINDS = ("nf", "cnf")
@@ -128,17 +127,22 @@ def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int,
     return key
 
 
+OPTIMIZER = {"cnf": "adam", "nf": "rmsprop"}  # as in the paper (Sec. 4.1)
+
+
 def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu"):
-    """A planar CNF with M = ``width`` hidden units (Adam, analytic trace, the profile's training
-    solver) or a planar NF with K = ``width`` layers (RMSprop), seeded. Returns ``(model, optimizer)``."""
+    """A planar CNF with M = ``width`` hidden units (analytic trace, the profile's training solver)
+    or a planar NF with K = ``width`` layers, seeded. They train with :data:`OPTIMIZER`."""
     torch.manual_seed(seed)
     if kind == "cnf":
-        model = CNF(PlanarDynamics(2, width), trace="analytic", **train_solver(settings)).to(device)
-        return model, torch.optim.Adam(model.parameters(), lr=settings["lr_cnf"])
+        return CNF(PlanarDynamics(2, width), trace="analytic", **train_solver(settings)).to(device)
     if kind == "nf":
-        model = PlanarFlow(width).to(device)
-        return model, torch.optim.RMSprop(model.parameters(), lr=settings["lr_nf"])
+        return PlanarFlow(width).to(device)
     raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
+
+
+def _lr(kind: str, settings: dict) -> float:
+    return settings["lr_cnf"] if kind == "cnf" else settings["lr_nf"]
 
 
 def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int):
@@ -157,13 +161,13 @@ def match_density(target: str, kind: str, width: int, settings: dict, *, seed: i
     """Fit ``kind`` of ``width`` to ``target`` (a name of :data:`TARGETS`) by reverse KL, or load the
     committed run. Returns ``(model, run)``."""
     iterations = settings["match_iterations_cnf" if kind == "cnf" else "match_iterations_nf"]
-    model, optimizer = build(kind, width, settings, seed=seed, device=device)
+    model = build(kind, width, settings, seed=seed, device=device)
     chunks = settings["num_chunks"]
-    step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
-                                 iterations // chunks)
     key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed)
-    run = load_or_train(f"cnf-match-{slug(target)}-{kind}{width}", key, model, step, chunks,
-                        optimizer=optimizer, retrain=retrain, progress=False)
+    run = fit_chunks(f"cnf-match-{slug(target)}-{kind}{width}", key, model,
+                     lambda optimizer, _: density_matching_step(model, partial(log_target, target), optimizer,
+                                                                settings["batch_size"], iterations // chunks),
+                     chunks, optimizer=OPTIMIZER[kind], lr=_lr(kind, settings), retrain=retrain)
     return model, run
 
 
@@ -173,12 +177,12 @@ def fit_max_likelihood(data: str, kind: str, settings: dict, *, seed: int = 0, d
     likelihood on fresh batches, or load the committed run. Returns ``(model, run)``."""
     iterations = settings["ml_iterations_cnf" if kind == "cnf" else "ml_iterations_nf"]
     width, batch_size, chunks = settings["ml_width"], settings["ml_batch_size"], settings["num_chunks"]
-    model, optimizer = build(kind, width, settings, seed=seed, device=device)
-    step = max_likelihood_step(model, lambda n: sample(data, n).to(device), optimizer, batch_size,
-                               iterations // chunks)
+    model = build(kind, width, settings, seed=seed, device=device)
     key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed)
-    run = load_or_train(f"cnf-ml-{slug(data)}-{kind}{width}", key, model, step, chunks,
-                        optimizer=optimizer, retrain=retrain, progress=False)
+    run = fit_chunks(f"cnf-ml-{slug(data)}-{kind}{width}", key, model,
+                     lambda optimizer, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), optimizer,
+                                                              batch_size, iterations // chunks),
+                     chunks, optimizer=OPTIMIZER[kind], lr=_lr(kind, settings), retrain=retrain)
     return model, run
 
 
@@ -199,7 +203,8 @@ def seconds_per_iteration(adjoint: bool, settings: dict, *, seed: int = 0, devic
                           target: str = "ring (U1)", iterations: int = 5) -> float:
     """Seconds per reverse-KL iteration of the widest CNF, backpropagating through ``odeint``
     (``adjoint=False``) or through ``odeint_adjoint``. Wall time: reported, never asserted."""
-    model, optimizer = build("cnf", max(settings["widths"]), settings, seed=seed, device=device)
+    model = build("cnf", max(settings["widths"]), settings, seed=seed, device=device)
+    optimizer, _ = make_optimizer(model.parameters(), OPTIMIZER["cnf"], settings["lr_cnf"])
     model.adjoint = adjoint
     step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
                                  iterations)
@@ -315,6 +320,13 @@ def correlated_gaussian(dim: int, generator: torch.Generator | None = None, devi
     return lambda num: torch.randn(num, dim, device=device) @ L.T
 
 
+def mlp_cnf(dim: int, trace: str, *, tol: float = 1e-3, num_hiddens: int = 64, noise: str = "gaussian",
+            device="cpu") -> CNF:
+    """The Hutchinson study's CNF on ``device``: an MLP field on dimension ``dim`` with ``trace``
+    ("exact" or "hutchinson"), dopri5 at rtol = atol = ``tol``."""
+    return CNF(MLPDynamics(dim, num_hiddens), trace=trace, noise=noise, rtol=tol, atol=tol).to(device)
+
+
 def trace_cost(dim: int, trace: str, iterations: int, batch_size: int = 128, tol: float = 1e-3,
                num_hiddens: int = 64, noise: str = "gaussian", device="cpu"):
     """Train an MLP CNF on :func:`correlated_gaussian` for ``iterations`` steps with ``trace``.
@@ -323,7 +335,7 @@ def trace_cost(dim: int, trace: str, iterations: int, batch_size: int = 128, tol
     mean seconds per iteration, mean forward NFE per iteration, last NLL).
     """
     sampler = correlated_gaussian(dim, torch.Generator().manual_seed(dim), device)
-    model = CNF(MLPDynamics(dim, num_hiddens), trace=trace, noise=noise, rtol=tol, atol=tol).to(device)
+    model = mlp_cnf(dim, trace, tol=tol, num_hiddens=num_hiddens, noise=noise, device=device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     seconds, nfe = 0.0, 0
     for _ in range(iterations):

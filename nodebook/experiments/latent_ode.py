@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from nodebook.checkpoint import Run, load_or_train
+from nodebook.checkpoint import Run
 from nodebook.data.spirals import (Observations, SpiralData, make_spirals, rmse, sample_observations, split,
                                    to_device)
-from nodebook.experiments.trajectory import rnn_train_step
+from nodebook.experiments.common import rnn_train_step, solver_options
 from nodebook.models import latent_ode, rnn
-from nodebook.train import chunked_step
+from nodebook.train import chunked_step, fit_chunks
 
 KINDS = {"latent ODE": "latent", "RNN": "rnn", "RNN + gaps": "rnn_gaps"}  # label -> name in ids and files
 RNN_KINDS = ("RNN", "RNN + gaps")
@@ -46,20 +46,15 @@ def observations(data: SpiralData, n: int, seed: int = 0) -> Observations:
     return to_device(sample_observations(data, n, seed=seed), data.y.device)
 
 
-def solver(settings: dict) -> dict:
-    """The ODE solver's arguments: ``method``, ``rtol``, ``atol``."""
-    return dict(method=settings["method"], rtol=settings["rtol"], atol=settings["atol"])
-
-
-def build(kind: str, settings: dict) -> torch.nn.Module:
-    """Model ``kind`` (a key of :data:`KINDS`) at the chapter's sizes."""
+def build(kind: str, settings: dict, device="cpu") -> torch.nn.Module:
+    """Model ``kind`` (a key of :data:`KINDS`) at the chapter's sizes, on ``device``."""
     if kind == "latent ODE":
         return latent_ode.LatentODE(2, settings["latent_dim"], settings["encoder_hiddens"],
                                     settings["dynamics_hiddens"], settings["decoder_hiddens"],
-                                    adjoint=settings["adjoint"], **solver(settings))
+                                    adjoint=settings["adjoint"], **solver_options(settings)).to(device)
     if kind not in KINDS:
         raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
-    return rnn.RNNForecaster(2, settings["rnn_hiddens"], use_gaps=kind == "RNN + gaps")
+    return rnn.RNNForecaster(2, settings["rnn_hiddens"], use_gaps=kind == "RNN + gaps").to(device)
 
 
 def parameter_counts(settings: dict) -> dict[str, int]:
@@ -106,19 +101,19 @@ def train(kind: str, n: int, data: SpiralData, settings: dict, *, seed: int = 0,
     S = settings
     obs = observations(data, n, seed=seed)
     torch.manual_seed(seed)
-    model = build(kind, S).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=S["lr"])
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, S["lr_decay"])
+    model = build(kind, S, device)
     if kind == "latent ODE":
-        step = latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps, data.t_observed, S["noise_std"],
-                                 S["batch_size"], S["iterations_per_step"], scheduler)
+        def make_step(optimizer, scheduler):
+            return latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps, data.t_observed, S["noise_std"],
+                                     S["batch_size"], S["iterations_per_step"], scheduler)
         num_steps = S["num_steps"]
     else:
-        step = rnn_train_step(model, optimizer, obs.y, obs.t, obs.y.shape[1] // 2, S["batch_size"],
-                              S["iterations_per_step"], scheduler=scheduler, max_grad_norm=MAX_GRAD_NORM)
+        def make_step(optimizer, scheduler):
+            return rnn_train_step(model, optimizer, obs.y, obs.t, obs.y.shape[1] // 2, S["batch_size"],
+                                  S["iterations_per_step"], scheduler=scheduler, max_grad_norm=MAX_GRAD_NORM)
         num_steps = S["rnn_steps"]
-    run = load_or_train(f"latent_ode-{KINDS[kind]}-n{n}", run_key(kind, n, S, seed), model, step, num_steps,
-                        optimizer=optimizer, scheduler=scheduler, retrain=retrain, progress=progress)
+    run = fit_chunks(f"latent_ode-{KINDS[kind]}-n{n}", run_key(kind, n, S, seed), model, make_step, num_steps,
+                     optimizer="adam", lr=S["lr"], lr_decay=S["lr_decay"], retrain=retrain, progress=progress)
     return model, run
 
 

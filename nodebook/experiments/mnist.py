@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -64,7 +65,7 @@ CONV_RECIPE = Recipe(num_epochs=20, batch_size=128, lr=0.1, momentum=0.9, nester
 MLP_RECIPE = replace(CONV_RECIPE, num_epochs=30, augment=None)
 ADAPTIVE = {"odenet": Solver("dopri5", 1e-3, None, adjoint=True),
             "rknet": Solver("dopri5", 1e-3, None, adjoint=False)}
-PROBE_SIZE = 256  # test images whose forward NFE is logged after every epoch (mnist/odenet/train_nfe_growth)
+PROBE_SIZE = 256  # test images whose forward NFE the command-line runs log after every epoch
 
 
 def recipe_from(settings, kind: str) -> Recipe:
@@ -313,6 +314,30 @@ def training_step_speed(kinds=KINDS, batch_size: int = 128, repeats: int = 3, de
         rows.append({"model": kind, "seconds_per_batch": seconds,
                      "nfe_forward": block.nfe_forward if block is not None else 0})
     return rows
+
+
+def recipe_sweep(directory=None) -> list[dict]:
+    """The recipe's tuning runs (trained with ``--validation``, named ``mnist-<model>-val``): per run, the
+    recipe's learning rate, augmentation and epochs, and the final accuracy on the held-out
+    validation images with its 95% interval. Read from the finished checkpoints in ``directory``
+    (default :func:`nodebook.checkpoint.checkpoint_dir`), sorted by model, augmentation and lr."""
+    from nodebook.checkpoint import checkpoint_dir
+    from nodebook.stats import wilson_interval
+
+    rows = []
+    for path in sorted(Path(directory or checkpoint_dir()).glob("mnist-*-val-*.pt")):
+        if path.name.endswith(".last.pt"):
+            continue
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        settings, history = saved["settings"], saved["history"]
+        num_val = int(settings["data"].split("validation split of ")[1].split()[0])
+        accuracy = history[-1]["test_accuracy"]
+        low, high = wilson_interval(round((1 - accuracy) * num_val), num_val)
+        rows.append({"model": settings["model"], "lr": settings["recipe"]["lr"],
+                     "augment": settings["recipe"]["augment"], "epochs": len(history),
+                     "val_error": 1 - accuracy, "val_interval": (low, high), "num_val": num_val,
+                     "hours": sum(r["seconds"] for r in history) / 3600})
+    return sorted(rows, key=lambda r: (r["model"], str(r["augment"]), r["lr"]))
 
 
 def epoch_speed(runs: dict) -> list[dict]:

@@ -22,8 +22,9 @@ import torch
 
 from nodebook.checkpoint import Run, load_or_train
 from nodebook.data.spirals import CubicSpiral, Trajectory, cubic_spiral, rmse, to_device
+from nodebook.experiments.common import rnn_train_step, solver_options
 from nodebook.models import dynamics, rnn
-from nodebook.train import chunked_step
+from nodebook.train import chunked_step, make_optimizer
 
 KINDS = ("fit", "ode", "rnn")
 DATA_KEYS = ("num_points", "t_end", "noise_std")
@@ -37,11 +38,6 @@ def make_data(settings: dict, seed: int = 0, device="cpu") -> Trajectory:
     """The chapter's noisy cubic-spiral trajectory (seeded by ``seed``), on ``device``."""
     data = cubic_spiral(settings["num_points"], settings["t_end"], noise_std=settings["noise_std"], seed=seed)
     return to_device(data, device)
-
-
-def solver(settings: dict) -> dict:
-    """The ODE solver's arguments for :func:`nodebook.odeint`: ``method``, ``rtol``, ``atol``."""
-    return dict(method=settings["method"], rtol=settings["rtol"], atol=settings["atol"])
 
 
 def num_train(data: Trajectory, settings: dict) -> int:
@@ -81,34 +77,16 @@ def ode_train_step(func: torch.nn.Module, optimizer: torch.optim.Optimizer, t: t
                         optimizer, iterations, scheduler=scheduler)
 
 
-def rnn_train_step(model: rnn.RNNForecaster, optimizer: torch.optim.Optimizer, y: torch.Tensor,
-                   t: torch.Tensor, num_context: int, batch_size: int, iterations: int,
-                   window: int | None = None, scheduler=None, max_grad_norm: float | None = None):
-    """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
-    optimizer steps on :func:`nodebook.models.rnn.rollout_loss` (also used by
-    :mod:`nodebook.experiments.latent_ode`).
 
-    ``y`` (N, n, d) with times ``t`` (N, n) or (n,): each iteration draws
-    ``batch_size`` sequences (torch's global CPU generator, so resumes are
-    exact); with ``window`` it also draws a random window of that many
-    consecutive points from each (for one long trajectory cut into pieces).
-    ``max_grad_norm`` clips the gradient's global norm before each step
-    (backpropagating through a long rollout of its own predictions, an RNN's
-    gradient can spike). ``scheduler`` steps once per chunk. Returns the
-    chunk's mean loss.
-    """
-    t = t.expand(y.shape[0], -1) if t.dim() == 1 else t
 
-    def loss_fn():
-        batch = torch.randint(0, y.shape[0], (batch_size,))
-        yb, tb = y[batch.to(y.device)], t[batch.to(t.device)]
-        if window is not None:
-            start = torch.randint(0, y.shape[1] - window + 1, (batch_size,))
-            index = (start[:, None] + torch.arange(window)).to(y.device)
-            yb = torch.gather(yb, 1, index[..., None].expand(-1, -1, y.shape[-1]))
-            tb = torch.gather(tb, 1, index)
-        return rnn.rollout_loss(model, yb, tb, num_context)
-    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
+def build(kind: str, settings: dict, device="cpu") -> torch.nn.Module:
+    """The untrained model of run ``kind`` on ``device``: the GRU for ``"rnn"``, the neural
+    vector field for the others (the current global seed draws its weights)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown run {kind!r}; choose one of {KINDS}")
+    if kind == "rnn":
+        return rnn.RNNForecaster(num_hiddens=settings["rnn_hiddens"]).to(device)
+    return dynamics.NeuralVectorField(num_hiddens=settings["num_hiddens"]).to(device)
 
 
 def train(kind: str, data: Trajectory, settings: dict, *, seed: int = 0, device="cpu",
@@ -123,15 +101,13 @@ def train(kind: str, data: Trajectory, settings: dict, *, seed: int = 0, device=
     S = settings
     last = num_train(data, S)
     torch.manual_seed(seed)
+    model = build(kind, S, device)
     if kind == "rnn":
-        model = rnn.RNNForecaster(num_hiddens=S["rnn_hiddens"]).to(device)
         lr, lr_decay, stages = S["rnn_lr"], S["rnn_lr_decay"], [S["rnn_steps"]]
     else:
-        model = dynamics.NeuralVectorField(num_hiddens=S["num_hiddens"]).to(device)
         lr, lr_decay = S["lr"], S["lr_decay"]
         stages = list(S["snapshot_steps"]) if kind == "fit" else [S["split_steps"]]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, lr_decay)
+    optimizer, scheduler = make_optimizer(model.parameters(), "adam", lr, lr_decay)
     if kind == "rnn":
         step = rnn_train_step(model, optimizer, data.y[None, :last], data.t[:last], S["rnn_context"],
                               S["rnn_batch_size"], S["iterations_per_step"], window=S["rnn_window"],
@@ -139,7 +115,7 @@ def train(kind: str, data: Trajectory, settings: dict, *, seed: int = 0, device=
     else:
         step = ode_train_step(model, optimizer, data.t, data.y, S["batch_size"], S["window"],
                               S["iterations_per_step"], last_start=None if kind == "fit" else last - S["window"],
-                              scheduler=scheduler, **solver(S))
+                              scheduler=scheduler, **solver_options(S))
     runs, done = [], 0
     for stage, steps in enumerate(stages):
         name = f"trajectory-fit{stage}" if kind == "fit" else f"trajectory-{kind}-half"
@@ -161,7 +137,7 @@ def snapshots(model: torch.nn.Module, runs: list[Run], data: Trajectory, setting
     out = []
     for run, steps in zip(runs, settings["snapshot_steps"]):
         func.load_state_dict(torch.load(run.path, map_location=device, weights_only=True)["model"])
-        y_pred = dynamics.trajectory(func, data.y[0], data.t, **solver(settings))
+        y_pred = dynamics.trajectory(func, data.y[0], data.t, **solver_options(settings))
         out.append(dict(iteration=steps * settings["iterations_per_step"], history=run.history, y_pred=y_pred,
                         field=dynamics.vector_field_grid(func), window_loss=run.history[-1]["loss"],
                         rmse=rmse(y_pred, data.y_true), field_cosine=field_alignment(func, data)))
@@ -174,7 +150,7 @@ def extrapolations(ode: torch.nn.Module, net: rnn.RNNForecaster, data: Trajector
     (T - num_train, 2). The ODE is solved from the last observation it saw; the RNN reads
     every observation it saw and then runs on its own predictions."""
     last = num_train(data, settings)
-    return {"ODE": dynamics.trajectory(ode, data.y[last - 1], data.t[last - 1:], **solver(settings))[1:],
+    return {"ODE": dynamics.trajectory(ode, data.y[last - 1], data.t[last - 1:], **solver_options(settings))[1:],
             "RNN": rnn.forecast(net, data.y[None, :last], data.t[:last], data.t[last:])[0]}
 
 

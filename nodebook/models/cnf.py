@@ -21,7 +21,7 @@ units whose parameters come from a hypernetwork of t, with a sigmoid gate, as
 in the authors' torchdiffeq example) and :class:`MLPDynamics` (a general MLP
 of (z, t)). Losses: :func:`reverse_kl` (density matching) and
 :func:`negative_log_likelihood` (maximum likelihood). The chapter's training
-runs, evaluations and the Hutchinson study are in :mod:`nodebook.experiments.cnf`.
+runs, evaluations and the Hutchinson study are in ``nodebook.experiments.cnf``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ cubic-spiral demo of torchdiffeq.
 The model is ``dy/dt = f_θ(y)``, an MLP; fitting it means solving the ODE from
 the first point of short windows of the data and matching the rest of each
 window (backpropagating through the solver). The training runs are in
-:mod:`nodebook.experiments.trajectory`.
+``nodebook.experiments.trajectory``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Recognition model: an RNN run *backwards* in time over the observations (each
 with its time gap) gives the mean and log-variance of the Gaussian posterior
 q(z(t0) | x). Training maximises the ELBO (reconstruction log-likelihood minus
 KL(q || prior)) with the reparameterisation trick. The training runs are in
-:mod:`nodebook.experiments.latent_ode`.
+``nodebook.experiments.latent_ode``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ class PlanarLayer(nn.Module):
         """z with ``self(z)[0] == y``, by bisection on a = w . z; y [N, D] -> z [N, D].
 
         w . y = a + (w . u_hat) tanh(a + b) is increasing in a, and a lies
-        within |w . u_hat| of w . y, so 60 halvings reach float precision.
+        within ``|w . u_hat|`` of ``w . y``, so 60 halvings reach float precision.
         """
         u = self.u_hat()
         wy, wu = y @ self.w, u @ self.w

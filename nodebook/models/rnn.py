@@ -4,7 +4,7 @@
 An RNN is a discrete-time model: it maps one observation to a prediction of the
 next, so it knows about elapsed time only if we feed it the time gaps
 (``use_gaps=True``). Extrapolating means feeding its own predictions back in,
-one step at a time. Their training steps are in :mod:`nodebook.experiments.trajectory`.
+one step at a time. Their training steps are in ``nodebook.experiments.trajectory``.
 """
 
 from __future__ import annotations
@@ -73,18 +73,6 @@ class RNNForecaster(nn.Module):
             current = self._step(current, self.head(h), gap)
             outputs.append(current)
         return torch.stack(outputs, dim=1)
-
-
-def next_step_loss(model: RNNForecaster, y: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of teacher-forced next-observation predictions.
-
-    ``y`` (B, n, d) observations at times ``t`` (B, n) or (n,); the prediction
-    from step i (given the gap ``t_{i+1} - t_i``) is compared with ``y_{i+1}``.
-    """
-    t = t.expand(y.shape[0], -1) if t.dim() == 1 else t
-    gaps = torch.diff(t, dim=1)
-    prediction, _ = model(y[:, :-1], gaps)
-    return torch.mean((prediction - y[:, 1:]) ** 2)
 
 
 def rollout_loss(model: RNNForecaster, y: torch.Tensor, t: torch.Tensor, num_context: int) -> torch.Tensor:

@@ -62,6 +62,71 @@ def fig3(sweep: list[dict], adjoint: list[dict], probes: list[dict], iterations_
     return fig
 
 
+def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], history: list[dict],
+                  train_tol: float, window: int = 50):
+    """The paper's Fig. 3 from an ODE-Net trained with an adaptive solver, four panels.
+
+    errors: rows of :func:`nodebook.experiments.mnist.numerical_error` (a: the
+    ODE block's numerical error and NFE against the tolerance); sweep: rows of
+    :func:`nodebook.experiments.mnist.tolerance_sweep` (a: test error beside;
+    b: forward time against NFE); adjoint: rows of
+    :func:`nodebook.experiments.mnist.adjoint_nfe` (c); history: the training
+    log, whose ``nfe_trace`` holds every batch's forward NFE (d, a moving
+    average over ``window`` batches).
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
+    (a, b), (c, d) = axes
+    tols = [r["tol"] for r in errors]
+    a.loglog(tols, [r["relative_error"] for r in errors], "o-", color=COLORS["ode"], label="numerical error of z(1)")
+    a.set(xlabel="solver tolerance (rtol = atol)", ylabel="relative error against a float64 solve",
+          title="(a) the tolerance controls the error")
+    a.invert_xaxis()
+    nfe_axis = a.twinx()
+    nfe_axis.semilogx(tols, [r["nfe"] for r in errors], "s--", color=COLORS["resnet"], label="forward NFE")
+    nfe_axis.set_ylabel("forward NFE", color=COLORS["resnet"])
+    nfe_axis.grid(False)
+    error_at = {e["tol"]: e["relative_error"] for e in errors}
+    for r in sweep:
+        if r["tol"] in error_at:
+            a.annotate(f"{100 * r['error']:.2f}%", (r["tol"], error_at[r["tol"]]), textcoords="offset points",
+                       xytext=(4, 6), fontsize=7)
+    a.legend(handles=a.get_lines() + nfe_axis.get_lines(), loc="upper left", fontsize=8,
+             title="labels: test error", title_fontsize=7)
+
+    nfe = [r["nfe"] for r in sweep]
+    b.plot(nfe, [1000 * r["seconds"] for r in sweep], "o-", color=COLORS["ode"])
+    for r in sweep:
+        b.annotate(f"{r['tol']:g}", (r["nfe"], 1000 * r["seconds"]), textcoords="offset points",
+                   xytext=(4, -10), fontsize=8)
+    b.set(xlabel="forward NFE", ylabel="forward time per batch (ms)", title="(b) time grows with NFE")
+    b.set_xlim(left=0)
+    b.set_ylim(bottom=0)
+
+    f = [r["nfe_forward"] for r in adjoint]
+    bw = [r["nfe_backward"] for r in adjoint]
+    top = 1.1 * max(f + bw)
+    c.plot([0, top], [0, top], ":", color="grey", label="backward = forward")
+    c.plot([0, top], [0, top / 2], "--", color="grey", label="backward = forward / 2 (paper)")
+    c.plot(f, bw, "o", color=COLORS["adjoint"], label="measured (tolerances)")
+    c.set(xlabel="forward NFE", ylabel="backward NFE (adjoint)", title="(c) backward vs forward NFE",
+          xlim=(0, top), ylim=(0, top))
+    c.legend(loc="upper left", fontsize=8)
+
+    trace = [n for row in history for n in row["nfe_trace"]]
+    per_epoch = len(history[0]["nfe_trace"])
+    smooth = [sum(trace[max(0, i - window + 1):i + 1]) / len(trace[max(0, i - window + 1):i + 1])
+              for i in range(len(trace))]
+    epochs = [(i + 1) / per_epoch for i in range(len(trace))]
+    d.plot(epochs, trace, ",", color=COLORS["ode"], alpha=0.3)
+    d.plot(epochs, smooth, "-", color=COLORS["ode"], label=f"mean over {window} batches")
+    d.set(xlabel="training epoch", ylabel=f"forward NFE per batch (dopri5, tol {train_tol:g})",
+          title="(d) NFE during training")
+    d.set_ylim(0, 1.2 * max(trace))
+    d.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def memory_vs_depth(rows: list[dict]):
     """Training memory (MB) against depth: ResNet blocks vs ODE-Net / RK-Net rk4 steps."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))

@@ -72,6 +72,12 @@ def y0_not_finite() -> ValueError:
     return ValueError("y0 contains non-finite values (NaN or inf)")
 
 
+def device_mismatch(what: str, device, y0_device) -> ValueError:
+    return ValueError(
+        f"{what} are on {device} but y0 is on {y0_device}; put both on one device "
+        f"(e.g. func.to(y0.device), or create y0 with device=...) before solving")
+
+
 def bad_tolerance(name: str, value) -> ValueError:
     return ValueError(f"{name} must be a positive finite number, got {value}")
 

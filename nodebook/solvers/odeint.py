@@ -17,6 +17,7 @@ import math
 import warnings
 
 import torch
+from torch import nn
 
 from nodebook.solvers import errors, tableaus
 from nodebook.solvers.adaptive import AdaptiveRK
@@ -78,6 +79,21 @@ def check_tolerance(name: str, value, y0: torch.Tensor):
     return v
 
 
+def check_device(func, y0: torch.Tensor) -> None:
+    """func's parameters on y0's device, or a clear error (``t`` may live elsewhere: it follows y0).
+
+    Only an ``nn.Module`` with parameters is checked (for a tuple state, the
+    module the flat function wraps), and only its first parameter: one look
+    per solve, never inside the solver's loop.
+    """
+    module = getattr(func, "__wrapped__", func)
+    if not isinstance(module, nn.Module):
+        return
+    first = next(module.parameters(), None)
+    if first is not None and first.device != y0.device:
+        raise errors.device_mismatch("func's parameters", first.device, y0.device)
+
+
 def check_inputs(func, y0, t, rtol, atol, method, options):
     """Validate everything; returns (method, times as floats, rtol, atol, options).
 
@@ -88,6 +104,7 @@ def check_inputs(func, y0, t, rtol, atol, method, options):
         raise errors.y0_not_tensor(y0)
     if y0.is_complex() or not y0.is_floating_point():
         raise errors.bad_y0_dtype(y0.dtype)
+    check_device(func, y0)
     if not isinstance(t, torch.Tensor):
         raise errors.t_not_tensor(t)
     if t.is_complex() or not t.is_floating_point():
@@ -141,7 +158,7 @@ def odeint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None, *, even
     torchdiffeq 0.2.5's ``odeint``.
 
     func: callable (t: 0-d tensor, y) -> dy/dt shaped like y.
-    y0: (*S) real floating tensor, or a tuple of such tensors (func then
+    y0: ``(*S)`` real floating tensor, or a tuple of such tensors (func then
     takes and returns tuples, and the result is a tuple). t: (T,) strictly
     increasing or decreasing.
     rtol, atol: error tolerances of the adaptive methods (ignored by fixed
@@ -159,7 +176,7 @@ def odeint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None, *, even
     a kink), ``dtype``, and nodebook's ``pcoeff``, ``icoeff`` (PI
     controller). Both: ``max_num_steps``. Unknown options are ignored with
     a warning, as in torchdiffeq.
-    Returns (T, *S), the solution at each time in ``t`` (a tuple for a tuple y0).
+    Returns ``(T, *S)``, the solution at each time in ``t`` (a tuple for a tuple y0).
 
     Deliberate differences from torchdiffeq 0.2.5 (the full table with the
     tests that check each: ``docs_compat.md``):
@@ -184,9 +201,12 @@ def odeint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None, *, even
       ``jump_t`` option. func's ``callback_*`` methods are not called (a
       warning says so).
     * Bad input raises ``TypeError``/``ValueError`` (torchdiffeq: mostly
-      ``AssertionError``); tolerances must be positive; a failing solve
-      raises :class:`StepSizeError`, :class:`MaxStepsError` or
-      :class:`NonFiniteError` with the time it happened.
+      ``AssertionError``); so do func's parameters on another device than
+      y0 (torchdiffeq: PyTorch's error at the first evaluation), while ``t``
+      may be anywhere; tolerances must be positive; a failing solve
+      raises :class:`~nodebook.solvers.StepSizeError`,
+      :class:`~nodebook.solvers.MaxStepsError` or
+      :class:`~nodebook.solvers.NonFiniteError` with the time it happened.
     * Options only nodebook has: ``pcoeff``, ``icoeff`` (adaptive) and
       ``max_num_steps`` (fixed).
     * With ``interp="cubic"``, f(t1, y1) is evaluated once per step that

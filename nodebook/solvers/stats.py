@@ -42,6 +42,7 @@ class SolveStats:
 
     @property
     def n_steps(self) -> int:
+        """Steps attempted (accepted plus rejected)."""
         return self.n_accepted + self.n_rejected
 
 
@@ -57,22 +58,27 @@ class StatsLog:
 
     @property
     def nfe(self) -> int:
+        """Function evaluations of every solve in the block."""
         return self._sum("nfe")
 
     @property
     def nfe_forward(self) -> int:
+        """Function evaluations of the forward solves."""
         return self._sum("nfe", "forward")
 
     @property
     def nfe_backward(self) -> int:
+        """Function evaluations of the adjoint's backward solves."""
         return self._sum("nfe", "backward")
 
     @property
     def n_accepted(self) -> int:
+        """Accepted steps of every solve."""
         return self._sum("n_accepted")
 
     @property
     def n_rejected(self) -> int:
+        """Rejected steps of every solve."""
         return self._sum("n_rejected")
 
 
@@ -84,7 +90,7 @@ _LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def record_stats():
-    """Context manager yielding a :class:`StatsLog` of the solves inside it."""
+    """Context manager yielding a :class:`~nodebook.solvers.StatsLog` of the solves inside it."""
     log = StatsLog()
     with _LOCK:
         _ACTIVE.append(log)
