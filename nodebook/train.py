@@ -87,8 +87,9 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": t
 
 
 def make_optimizer(params, name: str = "adam", lr: float = 1e-3, lr_decay: float | None = None):
-    """The optimizer ``name`` (a key of :data:`OPTIMIZERS`) at learning rate ``lr``, and an exponential
-    decay of it by ``lr_decay`` per scheduler step (``None``: a constant rate, no scheduler).
+    """The optimizer ``name`` (a key of ``OPTIMIZERS``: adam, rmsprop, sgd) at learning rate ``lr``,
+    and an exponential decay of it by ``lr_decay`` per scheduler step (``None``: a constant rate,
+    no scheduler).
     Returns ``(optimizer, scheduler)``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
