@@ -222,7 +222,13 @@ def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None,
     backward pass is not itself differentiable). Differences from torchdiffeq:
     those of :func:`nodebook.odeint`; func must be an ``nn.Module`` or come
     with adjoint_params (``TypeError``, torchdiffeq: ``ValueError``);
-    method=None with adjoint_method="dopri5" counts as the same method.
+    method=None with adjoint_method="dopri5" counts as the same method; when
+    ``t`` needs no gradient, dL/dt is neither integrated nor error-controlled
+    (torchdiffeq does both for a time-dependent func, so its backward NFE can
+    be higher; the gradients agree); per-element backward tolerances raise
+    ``ValueError`` (torchdiffeq: ``AssertionError``); the parameters of a
+    ``DataParallel`` replica are not looked up; ``func``'s parameters must
+    be on ``y0``'s device (``ValueError``). See ``docs_compat.md``.
     """
     if event_fn is not None:
         raise errors.unsupported_events()
