@@ -31,11 +31,14 @@ SETTINGS: dict[str, dict[str, dict]] = {
                      rknet_method="rk4", rknet_step_size=0.5, tol=0.001, probe_size=128, probe_every=50,
                      sweep_tolerances=[0.1, 0.01, 0.001, 0.0001, 1e-05], sweep_size=1000,
                      backward_tolerances=[0.1, 0.03, 0.01, 0.003, 0.001], backward_size=128,
-                     memory_depths=[1, 2, 4, 8, 16, 32], memory_batch=32, timing_batch=128),
+                     memory_depths=[1, 2, 4, 8, 16, 32], memory_batch=32, timing_batch=128,
+                     error_tolerances=[0.1, 0.01, 0.001, 0.0001, 1e-05], error_size=256, reference_tol=1e-10,
+                     flops_size=16),
         "smoke": dict(num_train=512, num_test=256, batch_size=64, augment="crop", mlp_augment="crop",
                       probe_size=32, probe_every=4, sweep_tolerances=[0.1, 0.001], sweep_size=64,
                       backward_tolerances=[0.1, 0.01], backward_size=16, memory_depths=[1, 2, 4],
-                      memory_batch=16, timing_batch=32),
+                      memory_batch=16, timing_batch=32, error_tolerances=[0.1, 0.001], error_size=16,
+                      reference_tol=1e-08, flops_size=4),
         "paper": dict(num_epochs=160, mlp_num_epochs=160, augment="crop", mlp_augment="crop",
                       odenet_method="dopri5", odenet_step_size=None, rknet_step_size=0.25, probe_size=1000,
                       probe_every=469, sweep_tolerances=[0.1, 0.01, 0.001, 0.0001, 1e-05, 1e-06],
@@ -117,7 +120,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
 # A capped run asserts no claim; it checks that the chapter's code runs at those settings.
 CAPS: dict[str, dict] = {
     "mnist": dict(num_train=256, num_test=128, num_epochs=1, mlp_num_epochs=1, probe_size=32, sweep_size=32,
-                  backward_size=16, memory_batch=4, timing_batch=16),
+                  backward_size=16, memory_batch=4, timing_batch=16, error_size=8, flops_size=4),
     "solvers": dict(),  # the paper's sweeps already run in seconds on one CPU thread
     "benchmarks": dict(live_repeats=1),
     "adjoint": dict(memory_steps=[10, 30, 100], nfe_iterations=4),

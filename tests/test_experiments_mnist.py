@@ -73,3 +73,13 @@ def test_recipe_sweep_reads_the_validation_runs(tmp_path):
     assert rows[0]["val_error"] == pytest.approx(0.005) and rows[0]["hours"] == pytest.approx(1.0)
     low, high = rows[0]["val_interval"]
     assert low < 0.005 < high and high - low > 0.003  # 25 errors in 5,000: a wide interval
+
+
+def test_forward_flops_are_linear_in_nfe():
+    torch.manual_seed(0)
+    net = models.odenet()
+    x = torch.rand(4, 1, 28, 28)
+    rows = experiments.forward_flops(net, x, [1e-1, 1e-4])
+    assert rows[0]["nfe"] < rows[1]["nfe"]
+    fixed = {r["flops"] - r["nfe"] * experiments.dynamics_flops(4) for r in rows}
+    assert len(fixed) == 1 and fixed.pop() > 0  # the same stem and head at every tolerance

@@ -38,7 +38,7 @@ from nodebook.data.mnist import Batches, load_mnist, split_validation
 from nodebook.memory import saved_tensor_bytes
 from nodebook.models import mnist as models
 from nodebook.train import Recipe, fit, world
-from nodebook.utils import Timer
+from nodebook.utils import REPO_ROOT, Timer
 
 KINDS = ("odenet", "rknet", "resnet", "mlp", "stem")
 ODE_KINDS = ("odenet", "rknet")
@@ -247,6 +247,23 @@ def numerical_error(model: torch.nn.Module, x: torch.Tensor, tolerances, *, refe
     return rows
 
 
+@torch.no_grad()
+def forward_flops(model: torch.nn.Module, x: torch.Tensor, tolerances, method: str = "dopri5") -> list[dict]:
+    """Fig. 3b without a stopwatch: the floating-point operations of one forward pass of the ODE-Net
+    on ``x`` at each tolerance (counted by ``torch.utils.flop_counter``), with its NFE. The cost is
+    ``stem + head + NFE x`` :func:`dynamics_flops`: exactly linear in NFE."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    block = model.ode_block
+    model.eval()
+    rows = []
+    for tol in tolerances:
+        with block.using_solver(method, tol, tol), FlopCounterMode(display=False) as counter:
+            model(x)
+        rows.append({"tol": tol, "nfe": block.nfe_forward, "flops": counter.get_total_flops()})
+    return rows
+
+
 def dynamics_flops(batch_size: int, channels: int = models.NUM_CHANNELS, size: int = 6) -> float:
     """Floating-point operations of one evaluation of the ODE-Net's dynamics (its two 3x3
     convolutions of ``[t, z]``; the normalisations and ReLUs are a few percent more)."""
@@ -320,12 +337,11 @@ def recipe_sweep(directory=None) -> list[dict]:
     """The recipe's tuning runs (trained with ``--validation``, named ``mnist-<model>-val``): per run, the
     recipe's learning rate, augmentation and epochs, and the final accuracy on the held-out
     validation images with its 95% interval. Read from the finished checkpoints in ``directory``
-    (default :func:`nodebook.checkpoint.checkpoint_dir`), sorted by model, augmentation and lr."""
-    from nodebook.checkpoint import checkpoint_dir
+    (default: the repository's committed ``checkpoints/``), sorted by model, augmentation and lr."""
     from nodebook.stats import wilson_interval
 
     rows = []
-    for path in sorted(Path(directory or checkpoint_dir()).glob("mnist-*-val-*.pt")):
+    for path in sorted(Path(directory or REPO_ROOT / "checkpoints").glob("mnist-*-val-*.pt")):
         if path.name.endswith(".last.pt"):
             continue
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -446,7 +462,7 @@ def main(argv=None) -> None:
         print(f"{args.model}: {recipe}, {solver} on {data} ({device}, {size} process(es), "
               f"{torch.get_num_threads()} threads each)", flush=True)
     model, run = train_model(args.model, data, recipe, solver=solver, seed=args.seed,
-                             probe_size=PROBE_SIZE if solver is not None else 0, device=device)
+                             probe_size=PROBE_SIZE if args.model == "odenet" else 0, device=device)
     if rank == 0:
         print(run.describe())
         print(f"final test accuracy {run.history[-1]['test_accuracy']:.4f}")

@@ -127,6 +127,24 @@ def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], hi
     return fig
 
 
+def training_curves(runs: dict):
+    """Training loss and test error per epoch of every model (``runs`` maps a name to its
+    :class:`nodebook.checkpoint.Run`): are the runs converged?"""
+    fig, (loss, error) = plt.subplots(1, 2, figsize=(10, 3.8))
+    colors = {"odenet": COLORS["ode"], "resnet": COLORS["resnet"], "rknet": COLORS["rnn"],
+              "mlp": COLORS["exact"], "stem": COLORS["nf"]}
+    for name, run in runs.items():
+        epochs = [r["step"] + 1 for r in run.history]
+        loss.semilogy(epochs, [r["loss"] for r in run.history], "o-", ms=3, label=name, color=colors.get(name))
+        error.semilogy(epochs, [100 * (1 - r["test_accuracy"]) for r in run.history], "o-", ms=3, label=name,
+                       color=colors.get(name))
+    loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+    error.set(xlabel="epoch", ylabel="test error (%)", title="test error after each epoch")
+    error.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def memory_vs_depth(rows: list[dict]):
     """Training memory (MB) against depth: ResNet blocks vs ODE-Net / RK-Net rk4 steps."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
@@ -138,20 +156,6 @@ def memory_vs_depth(rows: list[dict]):
     ax.set(xlabel="depth (blocks or solver steps)", ylabel=f"training memory (MB, {rows[0]['kind']})",
            title="Memory as depth grows")
     ax.set_ylim(bottom=0)
-    ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def training_curves(histories: dict):
-    """Test accuracy after each epoch, one line per model (``histories[name] = run.history``)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    colors = {"odenet": COLORS["ode"], "resnet": COLORS["resnet"], "rknet": COLORS["rnn"],
-              "mlp": COLORS["exact"], "stem": COLORS["nf"]}
-    for name, history in histories.items():
-        ax.plot([r["step"] + 1 for r in history], [100 * r["test_accuracy"] for r in history], "o-",
-                label=name, color=colors.get(name))
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy during training")
     ax.legend()
     fig.tight_layout()
     return fig
