@@ -13,7 +13,9 @@ Python floats and h may be negative (integration backwards in time).
 The pieces, in the order a solve uses them: :func:`first_step`,
 :func:`step_stops`, the stage workspaces (:class:`BufferStages`,
 :class:`GraphStages`), :class:`ErrorRatio`, :class:`DenseOutputs`, and the
-loop that ties them together, :func:`integrate_adaptive`.
+loop that ties them together, :func:`integrate_adaptive`; then
+:func:`replay_adaptive`, which computes one accepted step again from the same
+pieces (checkpointed backpropagation, :mod:`nodebook.checkpointed`).
 
 The state is kept flat, shape (n,), and the stages live in one (s, n) buffer
 so that each stage is a single fused ``addmv``; with gradients disabled the
@@ -31,12 +33,12 @@ import torch
 from nodebook.solvers import errors
 from nodebook.solvers.controller import Controller, initial_step, norm_dtype, rms_norm
 from nodebook.solvers.interp import interpolate
-from nodebook.solvers.method import IVP, MAX_NUM_STEPS, Method, positive
+from nodebook.solvers.method import IVP, MAX_NUM_STEPS, Method, Step, positive
 from nodebook.solvers.rhs import RHS
 from nodebook.solvers.stats import SolveStats
 from nodebook.solvers.tableaus import ButcherTableau
 
-__all__ = ["AdaptiveRK", "integrate_adaptive", "rms_norm"]
+__all__ = ["AdaptiveRK", "integrate_adaptive", "replay_adaptive", "rms_norm"]
 
 _EPS = 2.220446049250313e-16  # float64 machine epsilon: time is a Python float
 
@@ -54,6 +56,7 @@ class AdaptiveRK(Method):
     """
 
     adaptive = True
+    checkpointable = True
     defaults = {"first_step": None, "safety": 0.9, "ifactor": 10.0, "dfactor": 0.2,
                 "pcoeff": 0.0, "icoeff": 1.0, "min_step": 0.0, "max_step": math.inf,
                 "norm": None, "step_t": (), "dtype": torch.float64, "max_num_steps": MAX_NUM_STEPS}
@@ -103,8 +106,11 @@ class AdaptiveRK(Method):
                           f"float64 (Python floats)", UserWarning, stacklevel=5)
         return opts
 
-    def integrate(self, ivp: IVP, options: dict, stats: SolveStats) -> list:
-        return integrate_adaptive(ivp, self.tableau, options, stats)
+    def integrate(self, ivp: IVP, options: dict, stats: SolveStats, record=None) -> list:
+        return integrate_adaptive(ivp, self.tableau, options, stats, record)
+
+    def replay(self, ivp: IVP, options: dict, step: Step, prev: Step | None, stats: SolveStats) -> tuple:
+        return replay_adaptive(ivp, self.tableau, step, prev, stats)
 
 
 # ---------------------------------------------------------------- before the first step
@@ -246,10 +252,13 @@ class DenseOutputs:
 
 
 # ---------------------------------------------------------------- the loop
-def integrate_adaptive(ivp: IVP, tab: ButcherTableau, options: dict, stats: SolveStats) -> list:
+def integrate_adaptive(ivp: IVP, tab: ButcherTableau, options: dict, stats: SolveStats,
+                       record=None) -> list:
     """Solutions at ``ivp.times[1:]`` (a list of tensors shaped like y0).
 
-    options: as :class:`AdaptiveRK` fills them in.
+    options: as :class:`AdaptiveRK` fills them in. record: None, or a
+    callable receiving a :class:`~nodebook.solvers.method.Step` per accepted
+    step (for :func:`replay_adaptive`).
     """
     rhs, y0, times = ivp.rhs, ivp.y0, ivp.times
     t0, t_end, direction = times[0], times[-1], ivp.direction
@@ -300,6 +309,8 @@ def integrate_adaptive(ivp: IVP, tab: ButcherTableau, options: dict, stats: Solv
                 stats.n_accepted += 1
                 stats.step_times.append(t_new)
                 last_nonfinite = False
+                if record is not None:
+                    record(Step(t, t_new, h, y, outputs.i))
                 outputs.fill(t, t_new, h, y, y1, Kt)
                 h_next = ctrl.next_step(h, ratio, True)
                 t, y, y_abs = t_new, y1, y1_abs
@@ -319,3 +330,28 @@ def integrate_adaptive(ivp: IVP, tab: ButcherTableau, options: dict, stats: Solv
     finally:
         stats.nfe += nfe
     return outputs.values
+
+
+def replay_adaptive(ivp: IVP, tab: ButcherTableau, step: Step, prev: Step | None,
+                    stats: SolveStats) -> tuple:
+    """One accepted step of :func:`integrate_adaptive` again, with the
+    operations a solve under autograd performs (:class:`GraphStages`, then
+    :class:`DenseOutputs`): ``(y1 (n,), outputs filled from the step)`` (see
+    :meth:`Method.replay`). The step size is the recorded constant, as it is
+    for backpropagation through the solver (the controller works on floats).
+
+    The first stage is evaluated where the solve evaluated it: at the step's
+    start, or for a first-same-as-last method at the previous step's last
+    stage, ``prev.t0 + c[-1] * prev.h`` (the same state, and the same time
+    up to the rounding of a step clipped to a stop).
+    """
+    rhs, shape = ivp.rhs, ivp.y0.shape
+    t_first = step.t0 if prev is None or not tab.fsal else prev.t0 + tab.c_float[-1] * prev.h
+    stages = GraphStages(tab, ivp.y0)
+    stages.set_first(rhs(t_first, step.y.view(shape)))
+    y1, Kt = stages.step(rhs, step.t0, step.y, step.h)
+    outputs = DenseOutputs(ivp.times, ivp.direction, tab, shape)
+    outputs.i = step.first
+    outputs.fill(step.t0, step.t1, step.h, step.y, y1, Kt)
+    stats.nfe += tab.stages
+    return y1, outputs.values

@@ -196,3 +196,17 @@ def adjoint_options_not_inferred(method: str, adjoint_method: str) -> ValueError
 def adjoint_bad_norm(value) -> ValueError:
     return ValueError(
         f"adjoint_options['norm'] must be 'seminorm', 'mixed' or a callable, got {value!r}")
+
+
+def not_checkpointable(method: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"method {method!r} cannot replay its steps, which odeint_checkpointed needs; use one "
+        f"of the Runge-Kutta methods (euler, midpoint, rk4, rk4_38, bosh3, dopri5), or "
+        f"odeint / odeint_adjoint")
+
+
+def checkpointed_func_not_module(func) -> TypeError:
+    return TypeError(
+        f"odeint_checkpointed needs func to be a torch.nn.Module (to find its parameters) "
+        f"unless params is given (params=() for a func without parameters); got "
+        f"{type(func).__name__}")

@@ -29,12 +29,12 @@ import math
 import torch
 
 from nodebook.solvers import errors
-from nodebook.solvers.method import IVP, MAX_NUM_STEPS, Method, positive
+from nodebook.solvers.method import IVP, MAX_NUM_STEPS, Method, Step, positive
 from nodebook.solvers.rhs import RHS
 from nodebook.solvers.stats import SolveStats
 from nodebook.solvers.tableaus import ButcherTableau
 
-__all__ = ["FixedRK", "rk_step", "time_grid"]
+__all__ = ["FixedRK", "rk_step", "time_grid", "GridOutputs", "integrate_fixed", "replay_fixed"]
 
 
 # ---------------------------------------------------------------- the registry entry
@@ -48,6 +48,7 @@ class FixedRK(Method):
     """
 
     adaptive = False
+    checkpointable = True
     defaults = {"step_size": None, "grid_constructor": None, "interp": "linear", "perturb": False,
                 "max_num_steps": MAX_NUM_STEPS}
     ignored = frozenset({"norm"})
@@ -69,9 +70,12 @@ class FixedRK(Method):
         opts["perturb"] = bool(opts["perturb"])
         return opts
 
-    def integrate(self, ivp: IVP, options: dict, stats: SolveStats) -> list:
+    def integrate(self, ivp: IVP, options: dict, stats: SolveStats, record=None) -> list:
         grid, dts = time_grid(ivp, options)
-        return integrate_fixed(ivp, self.tableau, grid, dts, options, stats)
+        return integrate_fixed(ivp, self.tableau, grid, dts, options, stats, record)
+
+    def replay(self, ivp: IVP, options: dict, step: Step, prev: Step | None, stats: SolveStats) -> tuple:
+        return replay_fixed(ivp, self.tableau, step, options, stats)
 
 
 # ---------------------------------------------------------------- the grid
@@ -179,18 +183,52 @@ def cubic_hermite_interp(t: float, t0: float, t1: float, y0, f0, y1, f1, dtype: 
     return h00 * y0 + h10dt * f0 + h01 * y1 + h11dt * f1
 
 
+class GridOutputs:
+    """The requested times, read off each grid step as it comes (linearly or
+    by the cubic Hermite polynomial)."""
+
+    def __init__(self, ivp: IVP, options: dict):
+        self.rhs, self.times, self.direction = ivp.rhs, ivp.times, ivp.direction
+        self.cubic, self.dtype = options["interp"] == "cubic", ivp.t.dtype
+        self.i = 1          # index of the next requested time
+        self.values = []
+        self.nfe = 0        # the cubic's evaluations of func at the steps' ends
+
+    def due(self, t1: float) -> bool:
+        """Whether the step ending at t1 reaches the next requested time."""
+        return self.i < len(self.times) and (t1 - self.times[self.i]) * self.direction >= 0
+
+    def fill(self, t0: float, t1: float, y: torch.Tensor, f0: torch.Tensor, y1: torch.Tensor) -> None:
+        """Every requested time in the step [t0, t1] (call it when :meth:`due`)."""
+        times, i, direction, dtype = self.times, self.i, self.direction, self.dtype
+        if not bool(torch.isfinite(y1).all()):
+            raise errors.non_finite_state(times[i])
+        if self.cubic:
+            f1 = self.rhs(t1, y1)
+            self.nfe += 1
+        while i < len(times) and (t1 - times[i]) * direction >= 0:
+            if self.cubic:
+                self.values.append(cubic_hermite_interp(times[i], t0, t1, y, f0, y1, f1, dtype))
+            else:
+                self.values.append(linear_interp(times[i], t0, t1, y, y1, dtype))
+            i += 1
+        self.i = i
+
+
 # ---------------------------------------------------------------- the loop
 def integrate_fixed(ivp: IVP, tab: ButcherTableau, grid: list, dts: list, options: dict,
-                    stats: SolveStats) -> list:
-    """Solutions at ``ivp.times[1:]`` (a list of tensors shaped like y0), stepping along ``grid``."""
-    rhs, times, direction = ivp.rhs, ivp.times, ivp.direction
-    perturb, cubic, dtype = options["perturb"], options["interp"] == "cubic", ivp.t.dtype
-    out = []
+                    stats: SolveStats, record=None) -> list:
+    """Solutions at ``ivp.times[1:]`` (a list of tensors shaped like y0), stepping along ``grid``.
+
+    record: None, or a callable receiving a :class:`~nodebook.solvers.method.Step`
+    per step (for :func:`replay_fixed`).
+    """
+    rhs, direction, perturb = ivp.rhs, ivp.direction, options["perturb"]
+    outputs = GridOutputs(ivp, options)
     y = ivp.y0
     f0 = rhs.checked(grid[0], y, direction if perturb else None)
     nfe = 1
     stats.step_times.append(grid[0])
-    j = 1
     try:
         for t0, t1, dt in zip(grid[:-1], grid[1:], dts):
             if f0 is None:  # (the first step's was computed, and checked, above)
@@ -200,20 +238,26 @@ def integrate_fixed(ivp: IVP, tab: ButcherTableau, grid: list, dts: list, option
             nfe += tab.stages - 1
             stats.n_accepted += 1
             stats.step_times.append(t1)
-            if j < len(times) and (t1 - times[j]) * direction >= 0:
-                if not bool(torch.isfinite(y1).all()):
-                    raise errors.non_finite_state(times[j])
-                if cubic:
-                    f1 = rhs(t1, y1)
-                    nfe += 1
-                while j < len(times) and (t1 - times[j]) * direction >= 0:
-                    if cubic:
-                        out.append(cubic_hermite_interp(times[j], t0, t1, y, f0, y1, f1, dtype))
-                    else:
-                        out.append(linear_interp(times[j], t0, t1, y, y1, dtype))
-                    j += 1
+            if record is not None:
+                record(Step(t0, t1, dt, y, outputs.i))
+            if outputs.due(t1):
+                outputs.fill(t0, t1, y, f0, y1)
             y, f0 = y1, None
     finally:
-        stats.nfe += nfe
-    return out
+        stats.nfe += nfe + outputs.nfe
+    return outputs.values
+
+
+def replay_fixed(ivp: IVP, tab: ButcherTableau, step: Step, options: dict, stats: SolveStats) -> tuple:
+    """One recorded step of :func:`integrate_fixed` again, with the same
+    operations: ``(y1, outputs filled from the step)`` (see :meth:`Method.replay`)."""
+    rhs, y, perturb = ivp.rhs, step.y, options["perturb"]
+    f0 = rhs.nudged(step.t0, y, ivp.direction) if perturb else rhs(step.t0, y)
+    y1 = rk_step(rhs, tab, step.t0, y, step.h, f0, step.t1, perturb)
+    outputs = GridOutputs(ivp, options)
+    outputs.i = step.first
+    if outputs.due(step.t1):
+        outputs.fill(step.t0, step.t1, y, f0, y1)
+    stats.nfe += tab.stages + outputs.nfe
+    return y1, outputs.values
 

@@ -101,11 +101,52 @@ class Method(abc.ABC):
         """The solution at ``ivp.times[1:]``: a list of tensors shaped like ``ivp.y0``.
 
         Record the work in ``stats`` (nfe: calls of ``ivp.rhs``; n_accepted,
-        n_rejected; step_times: where accepted steps start and end).
+        n_rejected; step_times: where accepted steps start and end). A
+        checkpointable method also takes ``record=None``: a callable that
+        receives a :class:`Step` for every accepted step, in order.
         """
+
+    # ------------------------------------------------ checkpointed backpropagation
+    checkpointable: ClassVar[bool] = False
+    """Whether :meth:`integrate` takes ``record`` and :meth:`replay` is
+    implemented, as :func:`nodebook.odeint_checkpointed` needs."""
+
+    def replay(self, ivp: IVP, options: dict, step: "Step", prev: "Step | None",
+               stats: SolveStats) -> tuple:
+        """Compute one accepted step of an earlier solve again, exactly as the
+        solve computed it, under whatever autograd mode is active.
+
+        ``step`` is what ``integrate(..., record=...)`` recorded for it (its
+        ``y`` possibly replaced by a tensor that requires grad), ``prev`` the
+        step before it (None for the first). Returns ``(y1, values)``: the
+        state at the step's end, in the recorded state's shape, and the
+        solution at ``ivp.times[step.first:step.first + len(values)]``, the
+        output times the solve filled from this step. Adds the evaluations
+        of func to ``stats.nfe``. Checkpointable methods override it.
+        """
+        raise errors.not_checkpointable(self.name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+@dataclass
+class Step:
+    """One accepted step as a checkpointable method records it for a replay.
+
+    t0, t1: where it starts and ends; h: its size as the stepper used it
+    (signed); y: the state at its start, as the stepper holds it (for the
+    adaptive methods, flat); first: index into ``ivp.times`` of the first
+    output time the step filled (the step fills none when the next step's
+    ``first`` is the same, or when it is the last step and ``first`` equals
+    ``len(times)``).
+    """
+
+    t0: float
+    t1: float
+    h: float
+    y: torch.Tensor | None
+    first: int
 
 
 def positive(name: str, value, allow_none: bool = False):

@@ -14,6 +14,8 @@ NFE counts every call of the user's ``func`` (for the adjoint's backward
 solves, every call of the augmented dynamics, each of which calls ``func``
 once and takes one vector-Jacobian product), including the two calls of the
 initial step-size selection; first-same-as-last stages are counted once.
+:func:`nodebook.odeint_checkpointed` logs its forward solve as "forward" and
+the recomputation of its steps during ``backward()`` as "backward".
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ class SolveStats:
     """Counts for one solve.
 
     method: registry name; direction: "forward", or "backward" for a solve of
-    the adjoint system; nfe: calls of func; n_accepted / n_rejected: steps;
-    step_times: where the accepted steps start and end (t0 first), so a
+    the adjoint system or checkpointed backpropagation's recomputation; nfe:
+    calls of func; n_accepted / n_rejected: steps (the recomputation replays
+    accepted steps only, last first); step_times: where the accepted steps
+    start and end (t0 first; in replay order for the recomputation), so a
     chapter can draw the steps an adaptive solver chose.
     """
 
@@ -68,7 +72,8 @@ class StatsLog:
 
     @property
     def nfe_backward(self) -> int:
-        """Function evaluations of the adjoint's backward solves."""
+        """Function evaluations of the backward passes (the adjoint's backward
+        solves, checkpointed backpropagation's recomputation)."""
         return self._sum("nfe", "backward")
 
     @property
