@@ -33,7 +33,7 @@ from torch.autograd.function import once_differentiable
 from nodebook.solvers import errors
 from nodebook.solvers.odeint import (DEFAULT_METHOD, check_inputs, get_method, solve,
                                      warn_about_callbacks)
-from nodebook.solvers.tuples import TupleState, mixed_norm
+from nodebook.solvers.tuples import TupleState, flatten_problem, mixed_norm
 
 
 class _Config:
@@ -250,13 +250,8 @@ def odeint_adjoint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None,
     adjoint_rtol = ("rtol", rtol) if adjoint_rtol is None else ("adjoint_rtol", adjoint_rtol)
     adjoint_atol = ("atol", atol) if adjoint_atol is None else ("adjoint_atol", adjoint_atol)
 
-    state, func_flat = None, func
     user_norm = (options or {}).get("norm")
-    if isinstance(y0, tuple):
-        state = TupleState(y0)
-        func_flat = state.func(func)
-        y0, rtol, atol = state.flatten(y0), state.tolerance("rtol", rtol), state.tolerance("atol", atol)
-        options = state.options(options)
+    state, func_flat, y0, rtol, atol, options = flatten_problem(func, y0, rtol, atol, options)
     _, _, _, _, options = check_inputs(func_flat, y0, t, rtol, atol, method, options)
     if params and params[0].device != y0.device:  # a module func was checked above; adjoint_params here
         raise errors.device_mismatch("adjoint_params", params[0].device, y0.device)

@@ -54,7 +54,7 @@ from nodebook.solvers.method import IVP
 from nodebook.solvers.odeint import check_inputs, warn_about_callbacks
 from nodebook.solvers.rhs import RHS
 from nodebook.solvers.stats import start_solve
-from nodebook.solvers.tuples import TupleState
+from nodebook.solvers.tuples import flatten_problem
 
 __all__ = ["odeint_checkpointed"]
 
@@ -159,12 +159,7 @@ def odeint_checkpointed(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=
             raise TypeError(f"params must be an iterable of tensors, got a {type(p).__name__} in it")
     params = tuple(p for p in params if p.requires_grad)
 
-    state, func_flat = None, func
-    if isinstance(y0, tuple):
-        state = TupleState(y0)
-        func_flat = state.func(func)
-        y0, rtol, atol = state.flatten(y0), state.tolerance("rtol", rtol), state.tolerance("atol", atol)
-        options = state.options(options)
+    state, func_flat, y0, rtol, atol, options = flatten_problem(func, y0, rtol, atol, options)
     solver, times, rtol, atol, options = check_inputs(func_flat, y0, t, rtol, atol, method, options)
     if not solver.checkpointable:
         raise errors.not_checkpointable(solver.name)

@@ -6,7 +6,6 @@ fails here. One test class per chapter lets pytest-xdist (``--dist loadscope``)
 run chapters in parallel.
 """
 
-import json
 import re
 import subprocess
 import sys

@@ -7,13 +7,42 @@ import matplotlib.pyplot as plt
 from nodebook.plotting import COLORS
 
 
+def _time_against_nfe(ax, sweep: list[dict]) -> None:
+    """Fig. 3b: forward time per batch against forward NFE, each point labelled with its tolerance."""
+    ax.plot([r["nfe"] for r in sweep], [1000 * r["seconds"] for r in sweep], "o-", color=COLORS["ode"])
+    for r in sweep:
+        ax.annotate(f"{r['tol']:g}", (r["nfe"], 1000 * r["seconds"]), textcoords="offset points",
+                    xytext=(4, -10), fontsize=8)
+    ax.set(xlabel="forward NFE", ylabel="forward time per batch (ms)", title="(b) time grows with NFE")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+
+
+def _backward_against_forward(c, adjoint: list[dict]) -> None:
+    """Fig. 3c: backward (adjoint) NFE against forward NFE, with the paper's "half" line."""
+    f = [r["nfe_forward"] for r in adjoint]
+    bw = [r["nfe_backward"] for r in adjoint]
+    top = 1.1 * max(f + bw)
+    c.plot([0, top], [0, top], ":", color="grey", label="backward = forward")
+    c.plot([0, top], [0, top / 2], "--", color="grey", label="backward = forward / 2 (paper)")
+    c.plot(f, bw, "o", color=COLORS["adjoint"], label="measured (tolerances)")
+    labels: dict = {}  # tolerances landing on the same point share one label
+    for r in adjoint:
+        labels.setdefault((r["nfe_forward"], r["nfe_backward"]), []).append(f"{r['tol']:g}")
+    for point, tols in labels.items():
+        c.annotate("tol " + ", ".join(tols), point, textcoords="offset points", xytext=(5, -10), fontsize=7)
+    c.set(xlabel="forward NFE", ylabel="backward NFE (adjoint)", title="(c) backward vs forward NFE",
+          xlim=(0, top), ylim=(0, top))
+    c.legend(loc="upper left", fontsize=8)
+
+
 def fig3(sweep: list[dict], adjoint: list[dict], probes: list[dict], iterations_per_epoch: int,
          sweep_size: int, probe_tol: float):
     """The paper's Fig. 3 from a trained ODE-Net, four panels.
 
-    sweep: rows of :func:`nodebook.train.tolerance_sweep` (a: NFE and test error
+    sweep: rows of :func:`nodebook.experiments.mnist.tolerance_sweep` (a: NFE and test error
     against tolerance; b: forward time against NFE); adjoint: rows of
-    :func:`nodebook.train.adjoint_nfe` (c: backward against forward NFE);
+    :func:`nodebook.experiments.mnist.adjoint_nfe` (c: backward against forward NFE);
     probes: ``{"iteration", "nfe_adaptive"}`` logged during training (d).
     """
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
@@ -30,28 +59,9 @@ def fig3(sweep: list[dict], adjoint: list[dict], probes: list[dict], iterations_
     err.grid(False)
     a.legend(handles=a.get_lines() + err.get_lines(), loc="upper left")
 
-    b.plot(nfe, [1000 * r["seconds"] for r in sweep], "o-", color=COLORS["ode"])
-    for r in sweep:
-        b.annotate(f"{r['tol']:g}", (r["nfe"], 1000 * r["seconds"]), textcoords="offset points",
-                   xytext=(4, -10), fontsize=8)
-    b.set(xlabel="forward NFE", ylabel="forward time per batch (ms)", title="(b) time grows with NFE")
-    b.set_xlim(left=0)
-    b.set_ylim(bottom=0)
+    _time_against_nfe(b, sweep)
 
-    f = [r["nfe_forward"] for r in adjoint]
-    bw = [r["nfe_backward"] for r in adjoint]
-    top = 1.1 * max(f + bw)
-    c.plot([0, top], [0, top], ":", color="grey", label="backward = forward")
-    c.plot([0, top], [0, top / 2], "--", color="grey", label="backward = forward / 2 (paper)")
-    c.plot(f, bw, "o", color=COLORS["adjoint"], label="measured (tolerances)")
-    labels: dict = {}  # tolerances landing on the same point share one label
-    for r in adjoint:
-        labels.setdefault((r["nfe_forward"], r["nfe_backward"]), []).append(f"{r['tol']:g}")
-    for point, tols in labels.items():
-        c.annotate("tol " + ", ".join(tols), point, textcoords="offset points", xytext=(5, -10), fontsize=7)
-    c.set(xlabel="forward NFE", ylabel="backward NFE (adjoint)", title="(c) backward vs forward NFE",
-          xlim=(0, top), ylim=(0, top))
-    c.legend(loc="upper left", fontsize=8)
+    _backward_against_forward(c, adjoint)
 
     d.plot([p["iteration"] / iterations_per_epoch for p in probes], [p["nfe_adaptive"] for p in probes],
            ".-", color=COLORS["ode"])
@@ -93,24 +103,9 @@ def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], hi
     a.legend(handles=a.get_lines() + nfe_axis.get_lines(), loc="upper left", fontsize=8,
              title="labels: test error", title_fontsize=7)
 
-    nfe = [r["nfe"] for r in sweep]
-    b.plot(nfe, [1000 * r["seconds"] for r in sweep], "o-", color=COLORS["ode"])
-    for r in sweep:
-        b.annotate(f"{r['tol']:g}", (r["nfe"], 1000 * r["seconds"]), textcoords="offset points",
-                   xytext=(4, -10), fontsize=8)
-    b.set(xlabel="forward NFE", ylabel="forward time per batch (ms)", title="(b) time grows with NFE")
-    b.set_xlim(left=0)
-    b.set_ylim(bottom=0)
+    _time_against_nfe(b, sweep)
 
-    f = [r["nfe_forward"] for r in adjoint]
-    bw = [r["nfe_backward"] for r in adjoint]
-    top = 1.1 * max(f + bw)
-    c.plot([0, top], [0, top], ":", color="grey", label="backward = forward")
-    c.plot([0, top], [0, top / 2], "--", color="grey", label="backward = forward / 2 (paper)")
-    c.plot(f, bw, "o", color=COLORS["adjoint"], label="measured (tolerances)")
-    c.set(xlabel="forward NFE", ylabel="backward NFE (adjoint)", title="(c) backward vs forward NFE",
-          xlim=(0, top), ylim=(0, top))
-    c.legend(loc="upper left", fontsize=8)
+    _backward_against_forward(c, adjoint)
 
     trace = [n for row in history for n in row["nfe_trace"]]
     per_epoch = len(history[0]["nfe_trace"])

@@ -26,7 +26,7 @@ from nodebook.solvers.fixed import FixedRK
 from nodebook.solvers.method import IVP, Method
 from nodebook.solvers.rhs import RHS
 from nodebook.solvers.stats import SolveStats, start_solve
-from nodebook.solvers.tuples import TupleState
+from nodebook.solvers.tuples import flatten_problem
 
 DEFAULT_METHOD = "dopri5"  # what method=None means, as in torchdiffeq
 
@@ -217,8 +217,7 @@ def odeint(func, y0, t, rtol=1e-7, atol=1e-9, method=None, options=None, *, even
         raise errors.unsupported_events()
     warn_about_callbacks(func)
     if isinstance(y0, tuple):
-        state = TupleState(y0)
-        ys, _ = solve(state.func(func), state.flatten(y0), t, state.tolerance("rtol", rtol),
-                      state.tolerance("atol", atol), method, state.options(options), "forward")
+        state, func, y0, rtol, atol, options = flatten_problem(func, y0, rtol, atol, options)
+        ys, _ = solve(func, y0, t, rtol, atol, method, options, "forward")
         return state.unflatten(ys, (ys.shape[0],))
     return solve(func, y0, t, rtol, atol, method, options, "forward")[0]

@@ -30,6 +30,17 @@ def mixed_norm(bounds):
     return norm
 
 
+def flatten_problem(func, y0, rtol, atol, options):
+    """A tuple ``y0`` made one flat tensor, as torchdiffeq does: returns ``(state, func, y0, rtol,
+    atol, options)`` for the flat problem, with ``state`` the :class:`TupleState` that unflattens
+    the solution (``None``, and everything unchanged, for a tensor ``y0``)."""
+    if not isinstance(y0, tuple):
+        return None, func, y0, rtol, atol, options
+    state = TupleState(y0)
+    return (state, state.func(func), state.flatten(y0), state.tolerance("rtol", rtol),
+            state.tolerance("atol", atol), state.options(options))
+
+
 class TupleState:
     """Flattening and unflattening for one tuple ``y0``."""
 
