@@ -9,21 +9,16 @@ from torch import nn
 from nodebook.adjoint import odeint_adjoint
 from nodebook.memory import saved_tensor_bytes
 from nodebook.solvers import odeint, record_stats
+from nodebook.models.mlp import TimeMLP
 
 D = torch.float64
 TIGHT = dict(rtol=1e-11, atol=1e-11)
 
 
-class MLP(nn.Module):
-    """A small time-dependent MLP ODE: dz/dt = W2 tanh(W1 [z, t] + b1) + b2."""
-
-    def __init__(self, dim=2, width=16, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(dim + 1, width), nn.Tanh(), nn.Linear(width, dim)).double()
-
-    def forward(self, t, z):
-        return self.net(torch.cat([z, t.expand(*z.shape[:-1], 1)], -1))
+def MLP(dim=2, width=16, seed=0):
+    """A small time-dependent MLP ODE (float64): dz/dt = W2 tanh(W1 [z, t] + b1) + b2."""
+    torch.manual_seed(seed)
+    return TimeMLP(dim, width).double()
 
 
 def loss_fn(ys):

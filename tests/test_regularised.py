@@ -10,6 +10,7 @@ from torch import nn
 
 from nodebook import odeint
 from nodebook.models.cnf import CNF, MLPDynamics
+from nodebook.models.mlp import TimeMLP
 from nodebook.models.regularised import (RegularisedDynamics, cnf_log_prob_regularised, regularisation_loss,
                                          solve_regularised)
 
@@ -29,14 +30,10 @@ class Linear(nn.Module):
         return z @ self.A.T
 
 
-class MLP(nn.Module):
-    def __init__(self, dim=2, width=16, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(dim + 1, width), nn.Tanh(), nn.Linear(width, dim)).double()
-
-    def forward(self, t, z):
-        return self.net(torch.cat([z, t.expand(z.shape[0], 1)], 1))
+def MLP(dim=2, width=16, seed=0):
+    """A small time-dependent MLP ODE (float64): dz/dt = W2 tanh(W1 [z, t] + b1) + b2."""
+    torch.manual_seed(seed)
+    return TimeMLP(dim, width).double()
 
 
 def integrands(func, z, probe, dim=None):
