@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import time
 
+import torch
+
 from nodebook.plotting import use_style
 from nodebook.profiles import CAPS, PROFILES, Profile, get_profile
 from nodebook.results import save_entries
 from nodebook.tables import markdown_table  # noqa: F401  (chapters import it from here)
 from nodebook.utils import choose_device, device_name, format_seconds, seed_everything
+
+# The thread policy, decided here once (never in a cell): on the CPU a chapter whose models are tiny
+# runs on one thread, since its operations (a planar field of at most 64 units on 2-d points) are too
+# small to share between threads, and the other core stays free; every other chapter uses torch's
+# default. On a GPU the policy does not apply.
+CPU_THREADS = {"cnf": 1}
 
 
 class ClaimFailed(AssertionError):
@@ -45,6 +53,8 @@ class Chapter:
         self.results_profile = f"{profile}-capped" if capped else profile
         self.entries: list[dict] = []
         self.device = choose_device(device)
+        if self.device.type == "cpu" and name in CPU_THREADS:
+            torch.set_num_threads(CPU_THREADS[name])
         seed_everything(seed)
         use_style()
         self._start = time.perf_counter()

@@ -228,6 +228,18 @@ class TestChapter:
         monkeypatch.delenv("NODEBOOK_RESULTS_DIR", raising=False)
         assert results_dir() != TRACKED_RESULTS and results_dir().parts[-2:] == ("_build", "results")
 
+    def test_thread_policy_is_applied_on_the_cpu(self):
+        from nodebook.book import CPU_THREADS
+        before = torch.get_num_threads()
+        try:
+            Chapter("cnf", "smoke", device="cpu")
+            assert torch.get_num_threads() == CPU_THREADS["cnf"] == 1
+            torch.set_num_threads(2)
+            Chapter("solvers", "smoke", device="cpu")
+            assert torch.get_num_threads() == 2  # chapters without a policy keep torch's setting
+        finally:
+            torch.set_num_threads(before)
+
     def test_toc_lists_existing_notebooks(self):
         chapters = toc_chapters()
         assert chapters and all(p.suffix == ".ipynb" and p.exists() for p in chapters)
