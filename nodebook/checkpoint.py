@@ -197,7 +197,9 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
                  resumable=True)
         if torch.cuda.is_available() and ckpt.get("cuda_rng") is not None:
             _restore(partial, "CUDA random-number generator",
-                     lambda states: torch.cuda.set_rng_state_all([s.cpu() for s in states]), ckpt["cuda_rng"],
+                     # a run resumed on fewer GPUs restores the generators it has
+                     lambda states: torch.cuda.set_rng_state_all(
+                         [s.cpu() for s in states[:torch.cuda.device_count()]]), ckpt["cuda_rng"],
                      resumable=True)
         history = ckpt["history"]
         source = "resumed"

@@ -154,6 +154,18 @@ def distributed_rms_norm(tensor: torch.Tensor) -> torch.Tensor:
     return (sums[0] / sums[1]).sqrt().to(tensor.dtype)
 
 
+def distributed_max_norm(parts) -> torch.Tensor:
+    """The adjoint's backward error norm under data parallelism: the largest RMS norm among the
+    parts ``(dL/dt, z, a, *param_grads)`` of this process, maximised over all processes, so every
+    process accepts and rejects the same backward steps (the parameter-gradient channels are
+    per-process partial sums, so no norm of them is the one-process run's)."""
+    local = max((p.detach().double().pow(2).mean().sqrt() for p in parts if p.numel()),
+                default=torch.zeros((), dtype=torch.float64))
+    local = local.reshape(1).to(parts[1].device)
+    dist.all_reduce(local, op=dist.ReduceOp.MAX)
+    return local[0].to(parts[1].dtype)
+
+
 def train_epoch(model, batches: Batches, optimizer, scheduler=None,
                 on_batch: Callable[[int], None] | None = None, block=None) -> dict:
     """One pass over ``batches``: mean loss, train accuracy, mean forward / backward NFE per batch.
@@ -167,8 +179,9 @@ def train_epoch(model, batches: Batches, optimizer, scheduler=None,
     Under ``torch.distributed`` with ``model`` wrapped in
     ``DistributedDataParallel``, every process draws the same global batch
     (same generator, same augmentation) and trains on its contiguous share;
-    the loss is scaled so that the averaged gradient is the global batch's
-    mean, as in one process. Loss and accuracy are summed over processes; NFE
+    its loss is its share of the global batch's mean (so the adjoint's
+    a(t) is the one-process run's for its images), and the averaged gradients
+    are scaled back to the global mean's. Loss and accuracy are summed over processes; NFE
     are this process's.
     """
     model.train()
@@ -182,17 +195,21 @@ def train_epoch(model, batches: Batches, optimizer, scheduler=None,
             total = len(yb)
             xb, yb = torch.tensor_split(xb, size)[rank], torch.tensor_split(yb, size)[rank]
         logits = model(xb)
-        if size > 1:
-            loss = F.cross_entropy(logits, yb, reduction="sum") * size / total
+        if size > 1:  # this process's share of the global batch's mean loss
+            loss = F.cross_entropy(logits, yb, reduction="sum") / total
         else:
             loss = F.cross_entropy(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         with record_stats() as log:
             loss.backward()
+        if size > 1:  # DistributedDataParallel averaged the shares: the global mean's gradient is their sum
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(size)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        loss_sum += loss.item() * (total / size if size > 1 else len(yb))
+        loss_sum += loss.item() * (total if size > 1 else len(yb))
         correct += (logits.argmax(1) == yb).sum().item()
         seen += len(yb)
         trace.append(block.nfe_forward if block is not None else 0)
@@ -283,10 +300,13 @@ def fit(name: str, key: dict, model: torch.nn.Module, data, recipe: Recipe, *, r
 
     Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped
     in ``DistributedDataParallel``: each global batch of ``recipe.batch_size``
-    is split across the processes (see :func:`train_epoch`), and an adaptive
-    ODE block measures its error over the global batch
-    (:func:`distributed_rms_norm`), so N processes follow the one-process run;
-    only rank 0 writes checkpoints and prints.
+    is split across the processes (see :func:`train_epoch`); an adaptive
+    ODE block measures its forward error over the global batch
+    (:func:`distributed_rms_norm`), so every process takes the one-process
+    run's forward steps, and the adjoint's backward error is maximised over the
+    processes (:func:`distributed_max_norm`), so all take the same backward
+    steps (within the solver's tolerance of the one-process run's); only
+    rank 0 writes checkpoints and prints.
     """
     rank, size = world()
     block = getattr(model, "ode_block", None)
@@ -296,6 +316,8 @@ def fit(name: str, key: dict, model: torch.nn.Module, data, recipe: Recipe, *, r
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
         if block is not None and getattr(block, "adaptive", False):
             block.options = {**(block.options or {}), "norm": distributed_rms_norm}
+            if block.adjoint:
+                block.adjoint_options = {"norm": distributed_max_norm}
     optimizer = recipe.optimizer(model.parameters())
     batches = Batches(data.train_x, data.train_y, recipe.batch_size, shuffle=True, augment=recipe.augment)
     scheduler = recipe.scheduler(optimizer, len(batches))

@@ -4,9 +4,11 @@ Each process draws the same global batch (same generator, same augmentation)
 and trains on its half; DistributedDataParallel averages the gradients, so
 after training the parameters equal the 1-process run's up to float
 rounding (half batches round differently in float32 convolutions). The
-adaptive ODE-Net measures its solver error over the global batch
-(``nodebook.train.distributed_rms_norm``), so its processes take the steps
-one process would.
+adaptive ODE-Net measures its forward error over the global batch
+(``nodebook.train.distributed_rms_norm``), so its processes take the forward
+steps one process would, and its backward error as the maximum over the
+processes (``nodebook.train.distributed_max_norm``), so they never disagree on
+a step.
 """
 
 import os
@@ -51,10 +53,11 @@ def _train(tmp_path, nproc: int, *args) -> dict:
     (("--model", "resnet"), 2e-3),
     (("--model", "odenet", "--method", "rk4", "--step-size", "0.5"), 2e-3),
     (("--model", "rknet", "--method", "rk4", "--step-size", "0.5"), 2e-3),
-    # adaptive: the forward steps are the same (global error norm), but the adjoint's backward solve
-    # controls its error on each process's own gradient channels: agreement within the solver
-    # tolerance (1e-3), not to rounding
-    (("--model", "odenet"), 2e-2),
+    # adaptive: the forward steps are the one-process run's (global error norm); the adjoint's backward
+    # steps are the same on every process (error maximised over them) but not the one-process run's,
+    # whose norm sees whole-batch gradient channels: the gradients agree within what the backward
+    # solve's tolerance (1e-3) allows, a few percent of an early update; a wrong average is off by ~100%
+    (("--model", "odenet"), 0.1),
 ], ids=["resnet", "odenet-rk4", "rknet-rk4", "odenet-dopri5"])
 def test_two_processes_match_one(tmp_path, args, tolerance):
     one, two = _train(tmp_path, 1, *args), _train(tmp_path, 2, *args)

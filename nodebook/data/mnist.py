@@ -259,6 +259,8 @@ def load_mnist(directory=None, *, num_train: int | None = None, num_test: int | 
                 labels.to(device=device, dtype=torch.int64))
     train_x, train_y = prep(raw["train_images"], raw["train_labels"], num_train)
     test_x, test_y = prep(raw["test_images"], raw["test_labels"], num_test)
+    if len(test_y) < len(raw["test_labels"]):  # runs evaluated on fewer test images are other runs
+        name += f", first {len(test_y)} test images"
     return MNIST(train_x, train_y, test_x, test_y, name, tag)
 
 

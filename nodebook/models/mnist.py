@@ -5,8 +5,9 @@ and the same head; only the middle differs:
 
 - ``odenet``: one :class:`ODEBlock` integrated over t in [0, 1] with the adjoint
   method (``nodebook.odeint_adjoint``), O(1) memory in depth;
-- ``rknet``: the same dynamics, but backprop goes straight through a
-  fixed-step Runge–Kutta (rk4) solve (``nodebook.odeint``), O(steps) memory;
+- ``rknet``: the same dynamics, but backprop goes straight through the
+  solver's operations (``nodebook.odeint``; rk4 in :func:`rknet`, adaptive
+  dopri5 in Table 1's runs), O(steps) memory;
 - ``resnet``: six residual blocks, O(L) memory;
 - ``mlp``: the 1-layer MLP baseline (LeCun et al. 1998) with 300 hidden units.
 
@@ -98,6 +99,7 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.func, self.adjoint = func, adjoint
         self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
+        self.adjoint_options = None  # passed to odeint_adjoint (e.g. a norm shared across processes)
         self.register_buffer("t", torch.tensor([0.0, 1.0]), persistent=False)
         self.stats = None
 
@@ -125,10 +127,11 @@ class ODEBlock(nn.Module):
         return 0 if self.stats is None else self.stats.nfe_forward
 
     def forward(self, z0: torch.Tensor) -> torch.Tensor:
+        extra = {"adjoint_options": self.adjoint_options} if self.adjoint and self.adjoint_options else {}
         solve = odeint_adjoint if self.adjoint else odeint
         with record_stats() as log:
             z = solve(self.func, z0, self.t.to(z0.dtype), rtol=self.rtol, atol=self.atol,
-                      method=self.method, options=self.options)
+                      method=self.method, options=self.options, **extra)
         self.stats = log
         return z[-1]
 
