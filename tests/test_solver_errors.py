@@ -7,6 +7,7 @@ from torch import nn
 
 from nodebook.solvers import SOLVERS, MaxStepsError, NonFiniteError, StepSizeError, odeint, record_stats
 from nodebook.adjoint import odeint_adjoint
+from nodebook.solvers import errors
 
 D = torch.float64
 Y0 = torch.tensor([1.0, 2.0], dtype=D)
@@ -90,9 +91,9 @@ def test_bad_grid_from_grid_constructor():
 
 
 def test_unsupported_torchdiffeq_features_raise():
-    with pytest.raises(NotImplementedError, match="jump_t"):
+    with pytest.raises(errors.UnsupportedFeature, match="jump_t"):
         odeint(decay, Y0, T, options={"jump_t": torch.tensor([0.5])})
-    with pytest.raises(NotImplementedError, match="event_fn"):
+    with pytest.raises(errors.UnsupportedFeature, match="event_fn"):
         odeint(decay, Y0, T, event_fn=lambda t, y: y[0])
 
 

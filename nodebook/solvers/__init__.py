@@ -12,10 +12,10 @@ control), ``interp`` (dense output), ``tuples`` (tuple states), ``odeint``
 (entry point, registry, input checks), ``stats``, ``errors``.
 """
 
-from nodebook.solvers.errors import MaxStepsError, NonFiniteError, StepSizeError
+from nodebook.solvers.errors import MaxStepsError, NonFiniteError, StepSizeError, UnsupportedFeature
 from nodebook.solvers.method import IVP, Method
 from nodebook.solvers.odeint import SOLVERS, odeint, register
 from nodebook.solvers.stats import SolveStats, StatsLog, record_stats
 
 __all__ = ["odeint", "SOLVERS", "register", "Method", "IVP", "record_stats", "SolveStats", "StatsLog",
-           "StepSizeError", "MaxStepsError", "NonFiniteError"]
+           "StepSizeError", "MaxStepsError", "NonFiniteError", "UnsupportedFeature"]

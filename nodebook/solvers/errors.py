@@ -20,6 +20,11 @@ class NonFiniteError(FloatingPointError):
     """The state or its derivative became NaN or infinite."""
 
 
+class UnsupportedFeature(ValueError):
+    """A feature of torchdiffeq, or a combination of method and gradient, that nodebook does not
+    offer: the message names it and what to use instead (see ``docs_compat.md``)."""
+
+
 def t_not_tensor(t) -> TypeError:
     return TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
 
@@ -113,13 +118,13 @@ def unknown_options(method: str, unknown, valid) -> str:
             f"valid options are: {', '.join(sorted(valid))}")
 
 
-def unsupported_option(method: str, name: str, reason: str) -> NotImplementedError:
-    return NotImplementedError(
+def unsupported_option(method: str, name: str, reason: str) -> UnsupportedFeature:
+    return UnsupportedFeature(
         f"{method}: option {name!r} of torchdiffeq is not supported by nodebook: {reason}")
 
 
-def unsupported_events() -> NotImplementedError:
-    return NotImplementedError(
+def unsupported_events() -> UnsupportedFeature:
+    return UnsupportedFeature(
         "event_fn (torchdiffeq's event handling) is not supported by nodebook; "
         "solve to a fixed end time instead")
 
@@ -198,8 +203,8 @@ def adjoint_bad_norm(value) -> ValueError:
         f"adjoint_options['norm'] must be 'seminorm', 'mixed' or a callable, got {value!r}")
 
 
-def not_checkpointable(method: str) -> NotImplementedError:
-    return NotImplementedError(
+def not_checkpointable(method: str) -> UnsupportedFeature:
+    return UnsupportedFeature(
         f"method {method!r} cannot replay its steps, which odeint_checkpointed needs; use one "
         f"of the Runge-Kutta methods (euler, midpoint, rk4, rk4_38, bosh3, dopri5), or "
         f"odeint / odeint_adjoint")
