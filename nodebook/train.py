@@ -291,7 +291,8 @@ def fit(name: str, key: dict, model: torch.nn.Module, data, recipe: Recipe, *, r
     Every epoch logs ``loss``, ``train_accuracy``, ``test_accuracy`` (on
     ``data.test_x``, which :func:`nodebook.data.mnist.split_validation` makes a
     validation set), ``nfe_forward``, ``nfe_backward``, ``nfe_trace`` (forward NFE of
-    every batch), ``lr`` and whatever ``probe(model)`` returns at the end of the
+    every batch), ``lr`` (the rate after the epoch's last scheduler step, which the next epoch starts
+    with) and whatever ``probe(model)`` returns at the end of the
     epoch, then ``step`` and ``seconds``. With ``probe_every=k`` the probe also
     runs before every k-th iteration and the epoch's row gets ``probes``: a
     list of ``dict(iteration=..., **probe(model))``. ``train_seconds`` is the

@@ -46,5 +46,8 @@ def test_mnist_models_are_the_papers():
     assert mnist.count_parameters(mnist.resnet()) == mnist.PUBLIC_RERUN_PARAMS["resnet"]
     solver = mnist_experiments.ADAPTIVE["odenet"]
     assert mnist.count_parameters(mnist_experiments.build("odenet", solver)) == mnist.PUBLIC_RERUN_PARAMS["odenet"]
+    rknet = mnist_experiments.build("rknet", mnist_experiments.ADAPTIVE["rknet"])
+    assert mnist.count_parameters(rknet) == mnist.PUBLIC_RERUN_PARAMS["odenet"]  # the same dynamics
+    assert rknet.ode_block.method == "dopri5" and not rknet.ode_block.adjoint
     assert (solver.method, solver.tol, solver.adjoint) == ("dopri5", 1e-3, True)  # Sec. 3 and Sec. 6
     assert get_profile("mnist", "paper")["tol"] == 1e-3
