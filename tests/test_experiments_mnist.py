@@ -49,7 +49,7 @@ def test_fig3_adaptive_draws_four_panels_from_the_logs():
     sweep = [{"tol": t, "nfe": n, "error": 0.005, "seconds": n * 1e-3} for t, n in [(1e-1, 20), (1e-3, 32)]]
     adjoint = [{"tol": 1e-3, "nfe_forward": 32, "nfe_backward": 26}]
     history = [{"nfe_trace": [20 + epoch] * 10} for epoch in range(3)]
-    fig = fig3_adaptive(errors, sweep, adjoint, history, train_tol=1e-3, window=4)
+    fig = fig3_adaptive(errors, sweep, adjoint, history, train_solver="dopri5, tol 0.001", window=4)
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert [ax.get_title()[:3] for ax in panels] == ["(a)", "(b)", "(c)", "(d)"]
     smooth = panels[3].get_lines()[1].get_ydata()

@@ -73,7 +73,7 @@ def fig3(sweep: list[dict], adjoint: list[dict], probes: list[dict], iterations_
 
 
 def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], history: list[dict],
-                  train_tol: float, window: int = 50):
+                  train_solver: str, window: int = 50):
     """The paper's Fig. 3 from an ODE-Net trained with an adaptive solver, four panels.
 
     errors: rows of :func:`nodebook.experiments.mnist.numerical_error` (a: the
@@ -82,7 +82,7 @@ def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], hi
     b: forward time against NFE); adjoint: rows of
     :func:`nodebook.experiments.mnist.adjoint_nfe` (c); history: the training
     log, whose ``nfe_trace`` holds every batch's forward NFE (d, a moving
-    average over ``window`` batches).
+    average over ``window`` batches; ``train_solver`` names the training solve, e.g. "dopri5, tol 0.001").
     """
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
     (a, b), (c, d) = axes
@@ -114,7 +114,7 @@ def fig3_adaptive(errors: list[dict], sweep: list[dict], adjoint: list[dict], hi
     epochs = [(i + 1) / per_epoch for i in range(len(trace))]
     d.plot(epochs, trace, ",", color=COLORS["ode"], alpha=0.3)
     d.plot(epochs, smooth, "-", color=COLORS["ode"], label=f"mean over {window} batches")
-    d.set(xlabel="training epoch", ylabel=f"forward NFE per batch (dopri5, tol {train_tol:g})",
+    d.set(xlabel="training epoch", ylabel=f"forward NFE per batch ({train_solver})",
           title="(d) NFE during training")
     d.set_ylim(0, 1.2 * max(trace))
     d.legend(loc="lower right", fontsize=8)
