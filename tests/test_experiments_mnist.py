@@ -83,3 +83,18 @@ def test_forward_flops_are_linear_in_nfe():
     assert rows[0]["nfe"] < rows[1]["nfe"]
     fixed = {r["flops"] - r["nfe"] * experiments.dynamics_flops(4) for r in rows}
     assert len(fixed) == 1 and fixed.pop() > 0  # the same stem and head at every tolerance
+
+
+def test_command_line_runs_written_as_a_profile_give_the_same_checkpoints():
+    """When the chapter's book profile holds command_line_settings(), the chapter loads exactly the runs
+    that `python -m nodebook.experiments.mnist` trained (recipe, solver and checkpoint key)."""
+    settings = experiments.command_line_settings()
+    for kind in experiments.KINDS:
+        cli_recipe = experiments.MLP_RECIPE if kind == "mlp" else experiments.CONV_RECIPE
+        assert experiments.recipe_from(settings, kind) == cli_recipe, kind
+        assert experiments.solver_from(settings, kind) == experiments.ADAPTIVE.get(kind), kind
+        cli_probe = experiments.PROBE_SIZE if kind == "odenet" else 0  # as main() probes
+        chapter_probe = settings["probe_size"] if kind == "odenet" else 0  # as train_table1 probes
+        assert experiments.run_key(kind, 0, experiments.ADAPTIVE.get(kind), cli_probe) == \
+            experiments.run_key(kind, 0, experiments.solver_from(settings, kind), chapter_probe,
+                                settings["probe_every"] if chapter_probe else 0), kind

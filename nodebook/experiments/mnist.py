@@ -68,6 +68,23 @@ ADAPTIVE = {"odenet": Solver("dopri5", 1e-3, None, adjoint=True),
 PROBE_SIZE = 256  # test images whose forward NFE the command-line runs log after every epoch
 
 
+def command_line_settings() -> dict:
+    """The command line's Table 1 runs (:data:`CONV_RECIPE`, :data:`MLP_RECIPE`, :data:`ADAPTIVE`,
+    :data:`PROBE_SIZE`) written as chapter-profile settings: a profile holding these values makes
+    :func:`train_table1` load exactly the checkpoints the command line trained."""
+    conv, mlp, ode, rk = CONV_RECIPE, MLP_RECIPE, ADAPTIVE["odenet"], ADAPTIVE["rknet"]
+    if ode.tol != rk.tol or any(getattr(conv, f) != getattr(mlp, f) for f in
+                                ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+                                 "warmup_epochs")):
+        raise ValueError("a chapter profile has one tolerance and one optimizer setting for all models")
+    return dict(num_epochs=conv.num_epochs, mlp_num_epochs=mlp.num_epochs, batch_size=conv.batch_size, lr=conv.lr,
+                momentum=conv.momentum, nesterov=conv.nesterov, weight_decay=conv.weight_decay,
+                schedule=conv.schedule, warmup_epochs=conv.warmup_epochs, augment=conv.augment,
+                mlp_augment=mlp.augment, odenet_method=ode.method, odenet_step_size=ode.step_size,
+                rknet_method=rk.method, rknet_step_size=rk.step_size, tol=ode.tol, probe_size=PROBE_SIZE,
+                probe_every=0)
+
+
 def recipe_from(settings, kind: str) -> Recipe:
     """The recipe model ``kind`` trains with at a chapter profile's ``settings``."""
     mlp = kind == "mlp"
