@@ -33,3 +33,26 @@ def mean_spread(values) -> tuple[float, float]:
         raise ValueError(f"a spread needs at least two values, got {len(values)}")
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def separated(low: tuple[float, float], high: tuple[float, float]) -> bool:
+    """Whether the mean ± spread ``low`` lies wholly below the mean ± spread ``high``: ``(mean, spread)``
+    pairs, e.g. from :func:`mean_spread`. Only then does a page rank the two."""
+    return low[0] + low[1] < high[0] - high[1]
+
+
+def recent_improvement(values, window: int) -> float:
+    """How much a training curve still falls at its end: the relative drop of the mean of the last
+    ``window`` values below the mean of the ``window`` before them (negative: it rose). A run whose
+    curve has flattened shows a drop of a few percent at most."""
+    values = [float(v) for v in values]
+    if window < 1 or len(values) < 2 * window:
+        raise ValueError(f"need at least {2 * window} values for a window of {window}, got {len(values)}")
+    before = sum(values[-2 * window:-window]) / window
+    last = sum(values[-window:]) / window
+    return (before - last) / abs(before)
+
+
+def format_mean_spread(mean: float, spread: float, digits: int = 4) -> str:
+    """``"mean ± spread"`` with ``digits`` decimals, for tables of results over seeds."""
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"

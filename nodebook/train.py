@@ -83,6 +83,18 @@ def chunked_step(loss_fn: Callable[[], torch.Tensor | tuple], optimizer: torch.o
     return train_step
 
 
+def with_validation(train_step: Callable[[int], dict], validate: Callable[[], dict]) -> Callable[[int], dict]:
+    """``train_step`` followed by ``validate()`` (no gradients; the model in eval mode, then back):
+    the step's log gains the validation numbers, e.g. a loss on held-out data, so a run's history
+    shows whether it has stopped improving."""
+    def step(index: int) -> dict:
+        out = train_step(index)
+        with torch.no_grad():
+            out.update(validate())
+        return out
+    return step
+
+
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD}
 
 

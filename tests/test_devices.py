@@ -135,9 +135,9 @@ def build_trajectory(device):
 def build_latent_ode(device):
     from nodebook.experiments import latent_ode as ex
     P = paper("latent_ode")
-    P = dict(P, num_spirals=40, num_train=30)  # data size only: the models and solver are the paper's
-    train, test = ex.make_data(P, 0, device)
-    return {"train": train, "test": test, "observations": ex.observations(train, min(P["ns"])),
+    P = dict(P, num_spirals=40, num_train=30, num_val=5)  # data size only: the models and solver are the paper's
+    train, val, test = ex.make_data(P, 0, device=device)
+    return {"train": train, "val": val, "test": test, "observations": ex.observations(train, min(P["ns"])),
             **{kind: ex.build(kind, P, device) for kind in ex.KINDS}}
 
 

@@ -168,7 +168,7 @@ CAPPED_DIR = REPO_ROOT / "_build" / "capped"
 # What a cap must leave as the profile sets it: the models' sizes and the batches of the recipe
 # (a cap is an int or a list of ints, so solvers, tolerances, learning rates and switches are out too).
 NEVER_CAPPED = {"num_hiddens", "widths", "ml_width", "latent_dim", "encoder_hiddens", "dynamics_hiddens",
-                "decoder_hiddens", "rnn_hiddens", "batch_size", "ml_batch_size", "rnn_batch_size", "window",
+                "decoder_hiddens", "rnn_hiddens", "batch_size", "latent_batch_size", "ml_batch_size", "rnn_batch_size", "window",
                 "rnn_window", "rnn_context"}
 
 

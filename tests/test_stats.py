@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from nodebook.stats import intervals_overlap, mean_spread, wilson_interval
+from nodebook.stats import (format_mean_spread, intervals_overlap, mean_spread, recent_improvement, separated,
+                            wilson_interval)
 
 
 def test_wilson_interval_known_values():
@@ -28,3 +29,21 @@ def test_mean_spread_is_the_sample_standard_deviation():
     assert mean_spread([1, 4])[1] == pytest.approx(math.sqrt(4.5))
     with pytest.raises(ValueError, match="at least two"):
         mean_spread([1.0])
+
+
+def test_separated_ranks_only_outside_the_spreads():
+    assert separated((0.3, 0.02), (0.5, 0.05))
+    assert not separated((0.3, 0.1), (0.5, 0.15))  # 0.4 > 0.35: the intervals overlap
+    assert not separated((0.5, 0.01), (0.3, 0.01))  # the wrong way round
+
+
+def test_recent_improvement():
+    assert recent_improvement([4, 3, 2, 1], 2) == pytest.approx((3.5 - 1.5) / 3.5)
+    assert recent_improvement([1, 1, 1, 1, 1, 1], 3) == 0.0
+    assert recent_improvement([1, 1, 2, 2], 2) == pytest.approx(-1.0)  # it rose
+    with pytest.raises(ValueError, match="at least 4 values"):
+        recent_improvement([1, 2, 3], 2)
+
+
+def test_format_mean_spread():
+    assert format_mean_spread(0.12345, 0.01, 3) == "0.123 ± 0.010"

@@ -2,43 +2,68 @@
 the paper's Sec. 5.1, Table 2 and Fig. 8.
 
 Three models (:data:`KINDS`) are trained at each number ``n`` of observations per
-spiral: the latent ODE (:class:`nodebook.models.latent_ode.LatentODE`), an RNN
-and an RNN that also reads the time gaps (:class:`nodebook.models.rnn.RNNForecaster`),
-all by :func:`train`. Each checkpoint is keyed by the settings that determine
-that run (:func:`run_key`). :func:`evaluate` gives every model's extrapolation
-and the latent ODE's reconstruction on the test spirals.
+spiral, for every seed and noise level of the profile: the latent ODE
+(:class:`nodebook.models.latent_ode.LatentODE`), and the paper's two RNN baselines
+(:class:`nodebook.models.rnn.RNNForecaster`, a GRU with a Gaussian head, without
+and with the time gap to the next observation as input). Every model gets the
+same data, the same number of iterations and a validation curve (extrapolation
+RMSE on training spirals held out for it); the RNNs' learning rate is chosen on
+that validation set (:func:`tune_rnn_lr`). Each checkpoint is keyed by the
+settings that determine that run (:func:`run_key`). :func:`run_grid` trains or
+loads every run and evaluates it on the test spirals.
+
+Command line (the book profile's runs, resumable; two processes share the grid)::
+
+    python -m nodebook.experiments.latent_ode --noise 0.3 --threads 1
+    python -m nodebook.experiments.latent_ode --noise 0.1 --threads 1
 """
 
 from __future__ import annotations
+
+import argparse
+import copy
+import math
+from dataclasses import fields, replace
 
 import torch
 
 from nodebook.checkpoint import Run
 from nodebook.data.spirals import (Observations, SpiralData, make_spirals, rmse, sample_observations, split,
                                    to_device)
-from nodebook.experiments.common import rnn_train_step, solver_options
+from nodebook.experiments.common import RNN_MAX_GRAD_NORM, rnn_train_step, solver_options
 from nodebook.models import latent_ode, rnn
-from nodebook.train import chunked_step, fit_chunks
+from nodebook.train import chunked_step, fit_chunks, with_validation
 
 KINDS = {"latent ODE": "latent", "RNN": "rnn", "RNN + gaps": "rnn_gaps"}  # label -> name in ids and files
 RNN_KINDS = ("RNN", "RNN + gaps")
-MAX_GRAD_NORM = 1.0  # the RNNs' gradient clipping
 # The paper's Table 2: predictive RMSE on the extrapolation, by model and observations per spiral.
-# Its spirals' noise and size are not given, so these are for reference, not comparison.
+# Its spirals' noise and size are not given; the chapter says which of its settings these sit beside.
 PAPER_TABLE2 = {("RNN", 30): 0.3937, ("RNN", 50): 0.3202, ("RNN", 100): 0.1813,
                 ("latent ODE", 30): 0.1642, ("latent ODE", 50): 0.1502, ("latent ODE", 100): 0.1346}
 
-DATA_KEYS = ("num_spirals", "num_train", "noise_std")
-TRAIN_KEYS = ("batch_size", "lr", "lr_decay", "iterations_per_step")
+PAPER_TOLERANCE = 1.5e-8  # the paper's rtol and atol for its sequence models
+
+DATA_KEYS = ("num_spirals", "num_train", "num_val")
+TRAIN_KEYS = ("batch_size", "lr_decay", "iterations_per_step", "num_steps")
 LATENT_KEYS = ("latent_dim", "encoder_hiddens", "dynamics_hiddens", "decoder_hiddens", "method", "rtol", "atol",
                "adjoint")
+RNN_KEYS = ("rnn_hiddens", "rnn_context")
 
 
-def make_data(settings: dict, seed: int = 0, device="cpu") -> tuple[SpiralData, SpiralData]:
-    """The spirals (seeded by ``seed``), split into ``(train, test)``, on ``device``."""
-    data = make_spirals(settings["num_spirals"], noise_std=settings["noise_std"], seed=seed)
+def make_data(settings: dict, seed: int = 0, noise_std: float | None = None,
+              device="cpu") -> tuple[SpiralData, SpiralData, SpiralData]:
+    """The spirals drawn with ``seed`` at ``noise_std`` (default: the profile's first noise level),
+    split into ``(train, val, test)`` on ``device``: ``num_train`` spirals of which the last
+    ``num_val`` are held out for validation, and the rest for testing. The same ``seed``
+    draws the same spirals at every noise level; only the noise differs."""
+    noise_std = settings["noise_stds"][0] if noise_std is None else noise_std
+    data = make_spirals(settings["num_spirals"], noise_std=noise_std, seed=seed)
     train, test = split(data, settings["num_train"], seed=seed)
-    return to_device(train, device), to_device(test, device)
+    if not 0 < settings["num_val"] < len(train):
+        raise ValueError(f"num_val must be between 1 and {len(train) - 1}, got {settings['num_val']}")
+    cut = len(train) - settings["num_val"]
+    return (to_device(train.subset(slice(0, cut)), device), to_device(train.subset(slice(cut, None)), device),
+            to_device(test, device))
 
 
 def observations(data: SpiralData, n: int, seed: int = 0) -> Observations:
@@ -62,15 +87,66 @@ def parameter_counts(settings: dict) -> dict[str, int]:
     return {kind: sum(p.numel() for p in build(kind, settings).parameters()) for kind in KINDS}
 
 
-def run_key(kind: str, n: int, settings: dict, seed: int) -> dict:
+def run_key(kind: str, n: int, settings: dict, seed: int, noise_std: float, lr: float) -> dict:
     """The settings that determine the run of model ``kind`` at ``n`` observations per spiral:
-    the data (size, split, noise, seed), ``n``, the training's settings and the model's own
-    (the latent ODE's sizes and solver; the RNNs' width). The number of steps is added by
-    :func:`nodebook.checkpoint.load_or_train`."""
+    the data (size, split, noise, seed), ``n``, the training's settings and learning rate, and
+    the model's own (the latent ODE's sizes and solver; the RNNs' width and context lengths)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
     key = {k: settings[k] for k in DATA_KEYS + TRAIN_KEYS}
-    key.update(seed=seed, n=n)
-    key.update({k: settings[k] for k in (LATENT_KEYS if kind == "latent ODE" else ("rnn_hiddens",))})
+    key["batch_size"], key["num_steps"] = budget(kind, settings)
+    key.update(seed=seed, n=n, noise_std=noise_std, lr=lr, model=KINDS[kind])
+    key.update({k: settings[k] for k in (LATENT_KEYS if kind == "latent ODE" else RNN_KEYS)})
     return key
+
+
+def budget(kind: str, settings: dict) -> tuple[int, int]:
+    """``(batch_size, num_steps)`` of model ``kind``: the latent ODE's ``latent_batch_size`` and
+    ``latent_num_steps`` (it trains on (nearly) the whole training set at each iteration, as the
+    public code does: with minibatches of 100 its extrapolation stalled far worse, see the
+    chapter), the RNNs' ``batch_size`` and ``num_steps``; each step is ``iterations_per_step``
+    iterations."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
+    if kind == "latent ODE":
+        return settings["latent_batch_size"], settings["latent_num_steps"]
+    return settings["batch_size"], settings["num_steps"]
+
+
+def train_spacing(obs: Observations) -> float:
+    """The mean gap between consecutive observations: the time one step of the plain RNN
+    stands for (it is trained on these gaps without being told them)."""
+    return float(torch.diff(obs.t, dim=1).mean())
+
+
+def context_range(n: int, fractions) -> tuple[int, int]:
+    """How many of ``n`` observations an RNN reads before its training rollout: ``fractions``
+    ``(low, high)`` of ``n``, at least 1 and at most ``n - 1``."""
+    low, high = (min(max(1, round(f * n)), n - 1) for f in fractions)
+    return low, max(low, high)
+
+
+@torch.no_grad()
+def predict(kind: str, model: torch.nn.Module, obs: Observations, data: SpiralData,
+            spacing: float | None = None) -> torch.Tensor:
+    """Model ``kind``'s prediction at the grid's extrapolation times (N, 100, 2) from observations
+    ``obs``. The latent ODE uses the posterior mean of z(t0) and solves over the whole grid;
+    the RNN with gaps steps once per future time; the plain RNN steps at ``spacing`` (its
+    training data's mean gap, :func:`train_spacing`) and is interpolated onto the grid."""
+    if kind == "latent ODE":
+        return latent_ode.predict(model, obs.y, obs.gaps, data.t)[0][:, data.num_observed:]
+    if kind == "RNN":
+        if spacing is None:
+            raise ValueError("the plain RNN needs the spacing of its training data (train_spacing)")
+        return rnn.forecast_at_spacing(model, obs.y, obs.t, data.t_future, spacing)
+    return rnn.forecast(model, obs.y, obs.t, data.t_future)
+
+
+def rmse_by_time(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """RMSE at each time (over spirals and coordinates): (N, m, d) -> (m,)."""
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+    return ((prediction - target) ** 2).mean(dim=(0, 2)).sqrt()
 
 
 def latent_train_step(model: latent_ode.LatentODE, optimizer: torch.optim.Optimizer, y: torch.Tensor,
@@ -87,57 +163,178 @@ def latent_train_step(model: latent_ode.LatentODE, optimizer: torch.optim.Optimi
     return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler)
 
 
-def train(kind: str, n: int, data: SpiralData, settings: dict, *, seed: int = 0, device="cpu",
-          retrain: bool = False, progress: bool = False) -> tuple[torch.nn.Module, Run]:
-    """Seed, build model ``kind``, train it on ``n`` observations of each training spiral
-    (Adam, learning rate ``lr`` decayed by ``lr_decay`` per step of ``iterations_per_step``
-    iterations; ``num_steps`` steps for the latent ODE, ``rnn_steps`` for the RNNs), or
+def train(kind: str, n: int, data: tuple[SpiralData, SpiralData], settings: dict, *, seed: int = 0,
+          noise_std: float | None = None, lr: float | None = None, device="cpu", retrain: bool = False,
+          progress: bool = False) -> tuple[torch.nn.Module, Run]:
+    """Seed, build model ``kind``, train it on ``n`` observations of each training spiral, or
     load its committed checkpoint. Returns ``(model, run)``.
 
-    The RNNs read the first half of each spiral's observations and roll out the rest
-    (:func:`nodebook.models.rnn.rollout_loss`), with the gradient's norm clipped at
-    :data:`MAX_GRAD_NORM`.
+    ``data`` is ``(train, val)``. Every model trains a number of chunks of
+    ``iterations_per_step`` Adam steps on minibatches of training spirals (both
+    from :func:`budget`), the learning rate ``lr`` (the latent ODE's default: the profile's
+    ``lr``; the RNNs need theirs, from :func:`tune_rnn_lr`) decayed by ``lr_decay`` per chunk.
+    After each chunk the run logs ``val_rmse``: the extrapolation RMSE on the
+    validation spirals against their noise-free values. The latent ODE
+    maximises the ELBO; the RNNs minimise the Gaussian negative log-likelihood
+    of the observations they read (teacher-forced) and of a rollout over the
+    rest (:func:`nodebook.models.rnn.rollout_loss`), reading a number of
+    observations drawn from :func:`context_range` each iteration, with the
+    gradient's norm clipped at ``RNN_MAX_GRAD_NORM``.
     """
     S = settings
-    obs = observations(data, n, seed=seed)
+    train_data, val = data
+    noise_std = S["noise_stds"][0] if noise_std is None else noise_std
+    if lr is None:
+        if kind != "latent ODE":
+            raise ValueError(f"the {kind} needs its learning rate (chosen on the validation spirals: tune_rnn_lr)")
+        lr = S["lr"]
+    batch_size, num_steps = budget(kind, S)
+    if batch_size < 1:
+        raise ValueError(f"the {kind}'s batch size must be at least 1, got {batch_size}")
+    obs = observations(train_data, n, seed=seed)
+    val_obs = observations(val, n, seed=seed + 1)
+    spacing = train_spacing(obs)
     torch.manual_seed(seed)
     model = build(kind, S, device)
+
+    def validate():
+        return {"val_rmse": rmse(predict(kind, model, val_obs, val, spacing), val.y_true[:, val.num_observed:])}
+
     if kind == "latent ODE":
         def make_step(optimizer, scheduler):
-            return latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps, data.t_observed, S["noise_std"],
-                                     S["batch_size"], S["iterations_per_step"], scheduler)
-        num_steps = S["num_steps"]
+            return with_validation(latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps,
+                                                     train_data.t_observed, noise_std, batch_size,
+                                                     S["iterations_per_step"], scheduler), validate)
     else:
         def make_step(optimizer, scheduler):
-            return rnn_train_step(model, optimizer, obs.y, obs.t, obs.y.shape[1] // 2, S["batch_size"],
-                                  S["iterations_per_step"], scheduler=scheduler, max_grad_norm=MAX_GRAD_NORM)
-        num_steps = S["rnn_steps"]
-    run = fit_chunks(f"latent_ode-{KINDS[kind]}-n{n}", run_key(kind, n, S, seed), model, make_step, num_steps,
-                     optimizer="adam", lr=S["lr"], lr_decay=S["lr_decay"], retrain=retrain, progress=progress)
+            return with_validation(rnn_train_step(model, optimizer, obs.y, obs.t, context_range(n, S["rnn_context"]),
+                                                  batch_size, S["iterations_per_step"], scheduler=scheduler,
+                                                  max_grad_norm=RNN_MAX_GRAD_NORM), validate)
+    name = f"latent_ode-{KINDS[kind]}-n{n}"
+    run = fit_chunks(name, run_key(kind, n, S, seed, noise_std, lr), model, make_step, num_steps,
+                     optimizer="adam", lr=lr, lr_decay=S["lr_decay"], retrain=retrain, progress=progress)
+    model.spacing = spacing
     return model, run
 
 
-def train_all(data: SpiralData, settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False,
-              progress: bool = False, verbose: bool = True):
-    """:func:`train` every model at every ``n`` of ``settings["ns"]``. Returns ``(models, runs)``,
-    dicts keyed by ``(kind, n)``."""
-    models, runs = {}, {}
-    for n in settings["ns"]:
-        for kind in KINDS:
-            models[kind, n], runs[kind, n] = train(kind, n, data, settings, seed=seed, device=device,
-                                                   retrain=retrain, progress=progress)
-            if verbose:
-                print(runs[kind, n].describe())
-    return models, runs
+def tune_rnn_lr(settings: dict, *, device="cpu", retrain: bool = False, progress: bool = False) -> dict:
+    """Choose each RNN's learning rate on the validation spirals: train it with every rate of
+    ``rnn_lr_grid`` at ``tune_n`` observations (first seed, first noise level) and keep the
+    one with the lowest final ``val_rmse``. Returns ``{kind: {"lr": best, "val_rmse": {lr: rmse}}}``."""
+    S = settings
+    seed, noise = S["seeds"][0], S["noise_stds"][0]
+    data = make_data(S, seed, noise, device)[:2]
+    out = {}
+    for kind in RNN_KINDS:
+        scores = {}
+        for lr in S["rnn_lr_grid"]:
+            _, run = train(kind, S["tune_n"], data, S, seed=seed, noise_std=noise, lr=lr, device=device,
+                           retrain=retrain, progress=progress)
+            scores[lr] = run.history[-1]["val_rmse"]
+        finite = {lr: v for lr, v in scores.items() if math.isfinite(v)}
+        if not finite:
+            raise RuntimeError(f"every learning rate of {S['rnn_lr_grid']} diverged for the {kind}")
+        out[kind] = {"lr": min(finite, key=finite.get), "val_rmse": scores}
+    return out
 
 
 @torch.no_grad()
-def predict(kind: str, model: torch.nn.Module, obs: Observations, test: SpiralData) -> torch.Tensor:
-    """Model ``kind``'s prediction at the test grid's extrapolation times from observations ``obs``
-    (N, m, 2). The latent ODE uses the posterior mean of z(t0) and solves over the whole grid."""
+def evaluate_run(kind: str, model: torch.nn.Module, n: int, test: SpiralData, seed: int) -> dict:
+    """One trained model on the test spirals (``n`` observations each, drawn with ``seed + 2``):
+    ``rmse`` over the extrapolation, ``by_time`` (the RMSE at each extrapolation time), and
+    ``reconstruction`` (the latent ODE's decoded path on the observed part; the RNNs'
+    teacher-forced predictions of observations 2..n), all against the noise-free spirals;
+    for the plain RNN also ``rmse_one_step_per_time``, its RMSE when rolled out one step per
+    grid time (the unit mismatch: its step is the training data's gap, not the grid's)."""
+    obs = observations(test, n, seed=seed + 2)
+    target = test.y_true[:, test.num_observed:]
+    prediction = predict(kind, model, obs, test, getattr(model, "spacing", None))
+    out = {"rmse": rmse(prediction, target), "by_time": rmse_by_time(prediction, target).cpu()}
     if kind == "latent ODE":
-        return latent_ode.predict(model, obs.y, obs.gaps, test.t)[0][:, test.num_observed:]
-    return rnn.forecast(model, obs.y, obs.t, test.t_future)
+        path = latent_ode.predict(model, obs.y, obs.gaps, test.t_observed)[0]
+        out["reconstruction"] = rmse(path, test.y_true[:, :test.num_observed])
+    else:
+        truth = torch.gather(test.y_true, 1, obs.index[..., None].expand(-1, -1, 2))[:, 1:]
+        out["reconstruction"] = rmse(rnn.one_step_predictions(model, obs.y, obs.t), truth)
+    if kind == "RNN":
+        out["rmse_one_step_per_time"] = rmse(rnn.forecast(model, obs.y, obs.t, test.t_future), target)
+    return out
+
+
+def as_float64(data):
+    """A copy of a :class:`SpiralData` or :class:`Observations` with its floating-point tensors in float64."""
+    return replace(data, **{f.name: getattr(data, f.name).double() for f in fields(data)
+                            if isinstance(getattr(data, f.name), torch.Tensor)
+                            and getattr(data, f.name).is_floating_point()})
+
+
+@torch.no_grad()
+def latent_rmse_at_tolerance(model: latent_ode.LatentODE, n: int, test: SpiralData, seed: int, rtol: float,
+                             atol: float) -> float:
+    """The trained latent ODE's extrapolation RMSE as :func:`evaluate_run` measures it, but with a
+    float64 copy of the model and data and the ODE solved at ``rtol``/``atol`` (the paper's 1.5e-8
+    is below float32's resolution, about 6e-8). ``model`` itself is left unchanged."""
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be positive, got {rtol} and {atol}")
+    model64 = copy.deepcopy(model).double()
+    model64.solver.update(rtol=rtol, atol=atol)
+    test64 = as_float64(test)
+    obs = as_float64(observations(test, n, seed=seed + 2))
+    return rmse(predict("latent ODE", model64, obs, test64), test64.y_true[:, test64.num_observed:])
+
+
+def run_grid(settings: dict, *, noise_stds=None, seeds=None, kinds=None, ns=None, lrs: dict | None = None, device="cpu",
+             retrain: bool = False, progress: bool = False, keep=None, verbose: bool = True) -> dict:
+    """Train (or load) and evaluate every model at every ``n``, seed and noise level.
+
+    ``kinds``, ``ns``: the models and numbers of observations to run (default: all of
+    :data:`KINDS`, the profile's ``ns``). ``lrs``: the RNNs' learning
+    rates, ``{kind: lr}`` (from :func:`tune_rnn_lr`).
+    ``keep(noise, seed)`` says for which runs the models and data are returned too.
+    Returns ``{"metrics": {(noise, kind, n, seed): evaluate_run(...) + {"seconds"}},
+    "runs": {(noise, kind, n, seed): Run}, "kept": {(noise, seed): {"models", "data"}}}``.
+    """
+    S = settings
+    lrs = lrs or {}
+    metrics, runs, kept = {}, {}, {}
+    for noise in noise_stds or S["noise_stds"]:
+        for seed in seeds or S["seeds"]:
+            train_data, val, test = make_data(S, seed, noise, device)
+            models = {}
+            for n in ns or S["ns"]:
+                for kind in kinds or KINDS:
+                    model, run = train(kind, n, (train_data, val), S, seed=seed, noise_std=noise,
+                                       lr=lrs.get(kind), device=device, retrain=retrain, progress=progress)
+                    metrics[noise, kind, n, seed] = dict(evaluate_run(kind, model, n, test, seed),
+                                                         seconds=run.train_seconds)
+                    runs[noise, kind, n, seed] = run
+                    models[kind, n] = model
+                    if verbose:
+                        print(f"noise {noise}, seed {seed}: {run.describe()} | test RMSE "
+                              f"{metrics[noise, kind, n, seed]['rmse']:.4f}", flush=True)
+            if keep is not None and keep(noise, seed):
+                kept[noise, seed] = {"models": models, "data": (train_data, val, test)}
+    return {"metrics": metrics, "runs": runs, "kept": kept}
+
+
+def summarise(metrics: dict, key: str = "rmse") -> dict:
+    """``{(noise, kind, n): (mean, spread, values)}`` of ``metrics[...][key]`` over the seeds of
+    :func:`run_grid`'s ``metrics`` (spread: the standard deviation, :func:`nodebook.stats.mean_spread`)."""
+    from nodebook.stats import mean_spread
+
+    groups: dict = {}
+    for (noise, kind, n, _seed), row in metrics.items():
+        if key in row:
+            groups.setdefault((noise, kind, n), []).append(row[key])
+    return {group: (*mean_spread(values), values) for group, values in groups.items()}
+
+
+def mean_by_time(metrics: dict) -> dict:
+    """``{(noise, kind, n): (m,) tensor}``: the per-time RMSE averaged over seeds."""
+    groups: dict = {}
+    for (noise, kind, n, _seed), row in metrics.items():
+        groups.setdefault((noise, kind, n), []).append(row["by_time"])
+    return {group: torch.stack(curves).mean(0) for group, curves in groups.items()}
 
 
 def reconstructions(models: dict, n: int, obs: Observations, test: SpiralData) -> dict[str, torch.Tensor]:
@@ -151,41 +348,11 @@ def reconstructions(models: dict, n: int, obs: Observations, test: SpiralData) -
     return out
 
 
-def evaluate(models: dict, test: SpiralData, settings: dict, seed: int = 0) -> dict:
-    """Every model on the test spirals, each with ``n`` observations drawn with ``seed + 1``.
-
-    Returns a dict: ``test_obs`` (n -> observations), ``predictions`` and ``errors``
-    ((kind, n) -> extrapolation and its RMSE against the noise-free spirals),
-    ``reconstruction`` (n -> the latent ODE's RMSE on the observed part) and
-    ``halves`` ((kind, n) -> RMSE over the first and the second half of the extrapolation times).
-    """
-    T = test.num_observed
-    test_obs = {n: observations(test, n, seed=seed + 1) for n in settings["ns"]}
-    predictions = {(kind, n): predict(kind, model, test_obs[n], test) for (kind, n), model in models.items()}
-    target = test.y_true[:, T:]
-    half = target.shape[1] // 2
-    errors = {key: rmse(pred, target) for key, pred in predictions.items()}
-    halves = {key: (rmse(pred[:, :half], target[:, :half]), rmse(pred[:, half:], target[:, half:]))
-              for key, pred in predictions.items()}
-    reconstruction = {n: rmse(latent_ode.predict(models["latent ODE", n], test_obs[n].y, test_obs[n].gaps,
-                                                 test.t_observed)[0], test.y_true[:, :T])
-                      for n in settings["ns"]}
-    return dict(test_obs=test_obs, predictions=predictions, errors=errors, reconstruction=reconstruction,
-                halves=halves)
-
-
 def outside_seen_range(train: SpiralData, test: SpiralData) -> torch.Tensor:
     """(N_test,) bool: test spirals whose extrapolation goes beyond the largest angle any training
     spiral shows in its observed part."""
     seen = float(train.theta0.max() + train.t_observed[-1])
     return test.theta0 + float(test.t[-1]) > seen
-
-
-def split_errors(predictions: dict, test: SpiralData, outside: torch.Tensor) -> dict:
-    """(kind, n) -> (RMSE on the spirals that stay in the seen range, RMSE on those that leave it)."""
-    target = test.y_true[:, test.num_observed:]
-    return {key: (rmse(pred[~outside], target[~outside]), rmse(pred[outside], target[outside]))
-            for key, pred in predictions.items()}
 
 
 @torch.no_grad()
@@ -197,3 +364,30 @@ def direction_accuracy(model: latent_ode.LatentODE, obs: Observations, clockwise
     means = torch.stack([z0[~clockwise].mean(0), z0[clockwise].mean(0)])
     guess = torch.cdist(z0, means).argmin(dim=1).bool()
     return float((guess == clockwise).float().mean())
+
+
+def main(argv=None) -> None:
+    """Train the chapter's runs at a profile in the background (resumable): the RNNs' learning-rate
+    sweep (when an RNN is asked for), then every model, ``n`` and seed at the noise levels asked for."""
+    from nodebook.profiles import get_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="book")
+    parser.add_argument("--noise", type=float, nargs="*", help="noise levels (default: the profile's)")
+    parser.add_argument("--seeds", type=int, nargs="*", help="seeds (default: the profile's)")
+    parser.add_argument("--kinds", nargs="*", choices=list(KINDS), help="models (default: all)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = get_profile("latent_ode", args.profile)
+    lrs = {}
+    if set(args.kinds or KINDS) & set(RNN_KINDS):
+        tuned = tune_rnn_lr(settings, progress=True)
+        print("learning rates chosen on the validation spirals:", tuned, flush=True)
+        lrs = {kind: v["lr"] for kind, v in tuned.items()}
+    run_grid(settings, noise_stds=args.noise, seeds=args.seeds, kinds=args.kinds, lrs=lrs, progress=True)
+
+
+if __name__ == "__main__":
+    main()

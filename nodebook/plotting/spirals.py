@@ -166,15 +166,17 @@ def plot_histories(histories: dict, key: str = "loss", ylabel: str = "training l
     return fig
 
 
-def plot_rmse_table(ns, ours: dict, paper: dict, paper_label: str = "paper"):
-    """Table 2 as a bar chart: RMSE against n for each model, ours (bars) and the paper's
-    (white diamonds on the bar named by ``paper``'s key, labelled ``paper_label`` once)."""
+def plot_rmse_table(ns, ours: dict, paper: dict, paper_label: str = "paper", spreads: dict | None = None):
+    """Table 2 as a bar chart: RMSE against n for each model, ours (bars, with ``spreads`` as error
+    bars where given) and the paper's (white diamonds on the bar named by ``paper``'s key,
+    labelled ``paper_label`` once)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     width = 0.8 / len(ours)
     x = np.arange(len(ns))
     for k, (name, values) in enumerate(ours.items()):
         color = RNN_COLORS.get(name, LATENT_COLOR)
-        ax.bar(x + (k - (len(ours) - 1) / 2) * width, values, width, color=color, label=f"{name} (ours)")
+        ax.bar(x + (k - (len(ours) - 1) / 2) * width, values, width, color=color, label=f"{name} (ours)",
+               yerr=None if spreads is None else spreads[name], capsize=3)
     names = list(ours)
     for j, (name, values) in enumerate(paper.items()):
         k = names.index(name) if name in names else 0
@@ -184,5 +186,21 @@ def plot_rmse_table(ns, ours: dict, paper: dict, paper_label: str = "paper"):
     ax.set_xticks(x, [f"{n}/100" for n in ns]), ax.set_ylabel("extrapolation RMSE")
     ax.set_yscale("log")
     ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def plot_rmse_by_time(t, curves: dict, ns, title: str = ""):
+    """The extrapolation RMSE at each future time: one panel per ``n`` in ``ns``, one line per model.
+    ``curves`` maps ``(model, n)`` to an (m,) curve on the times ``t`` (m,)."""
+    fig, axes = plt.subplots(1, len(ns), figsize=(3.2 * len(ns), 3), sharey=True, squeeze=False)
+    for ax, n in zip(axes[0], ns):
+        for (name, m), curve in curves.items():
+            if m == n:
+                ax.plot(_np(t), _np(curve), color=RNN_COLORS.get(name, LATENT_COLOR), label=name)
+        ax.set_title(f"n = {n}", fontsize=9), ax.set_xlabel("t (extrapolation)")
+    axes[0, 0].set_ylabel("RMSE at time t"), axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
