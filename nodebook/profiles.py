@@ -91,7 +91,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
                      hutch_draws=1024),
     },
     "trajectory": {
-        "book": dict(num_points=1000, t_end=25.0, noise_std=0.02, num_hiddens=50, cubic=False, batch_size=20,
+        "book": dict(num_points=1000, t_end=25.0, noise_std=0.02, num_hiddens=50, cubic=True, batch_size=20,
                      window=20, lr=0.01, lr_decay=0.9, iterations_per_step=50,
                      snapshot_steps=[1, 4, 10, 30], train_fraction=0.5, split_steps=30, seeds=[0, 1, 2],
                      rnn_hiddens=25, rnn_cells=["gru", "tanh", "relu"], rnn_lr_grid=[0.003, 0.01, 0.03],
@@ -106,7 +106,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "book": dict(num_spirals=1000, num_train=800, num_val=100, noise_stds=[0.3, 0.1], paper_noise=0.1,
                      seeds=[0, 1, 2], ns=[30, 50, 100], latent_dim=4, encoder_hiddens=25, dynamics_hiddens=20, decoder_hiddens=20,
                      rnn_hiddens=25, rnn_context=[0.2, 0.5], batch_size=100, latent_batch_size=700,
-                     latent_num_steps=40, lr=0.01,
+                     latent_num_steps=80, latent_max_grad_norm=1.0, lr=0.01,
                      rnn_lr_grid=[0.003, 0.01, 0.03, 0.1], tune_n=50, lr_decay=0.97, iterations_per_step=50,
                      num_steps=80, method="dopri5", rtol=0.001, atol=0.0001, adjoint=False),
         "smoke": dict(num_spirals=200, num_train=160, num_val=20, seeds=[0, 1], batch_size=50,

@@ -78,6 +78,16 @@ def test_latent_ode_train_step_lowers_loss(batch):
     assert second["loss"] < first["loss"]
 
 
+def test_latent_ode_train_step_clips_the_gradient_norm(batch):
+    data, obs = batch
+    model = _model()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    latent_train_step(model, opt, obs.y, obs.index, obs.gaps, data.t_observed, 0.1, 8, 1, max_grad_norm=1e-3)(0)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert 0 < float((after - before).norm()) <= 1e-3 * (1 + 1e-5)  # one SGD step of lr 1: the clipped gradient
+
+
 @pytest.mark.parametrize("use_gaps", [False, True])
 def test_rnn_shapes(batch, use_gaps):
     data, obs = batch
@@ -261,6 +271,9 @@ def test_run_keys_separate_what_changes_a_run():
     assert (latent["batch_size"], latent["num_steps"]) == (S.latent_batch_size, S.latent_num_steps)
     assert experiments.run_key("RNN", 30, dict(S, latent_batch_size=1), 0, 0.3, 0.01) == base
     assert experiments.budget("RNN + gaps", S) == (S.batch_size, S.num_steps)
+    # the latent ODE's gradient clipping is part of its key (runs without it keep their old keys)
+    assert latent["max_grad_norm"] == S.latent_max_grad_norm
+    assert "max_grad_norm" not in experiments.run_key("latent ODE", 30, dict(S, latent_max_grad_norm=None), 0, 0.3, 0.01)
     with pytest.raises(ValueError, match="unknown model"):
         experiments.run_key("GRU", 30, S, 0, 0.3, 0.01)
 
@@ -305,3 +318,14 @@ def test_rmse_at_a_tight_tolerance_in_float64_leaves_the_model_alone(batch):
     assert experiments.as_float64(obs).y.dtype == torch.float64 and experiments.as_float64(obs).index.dtype == torch.long
     with pytest.raises(ValueError, match="rtol and atol"):
         experiments.latent_rmse_at_tolerance(model, 30, data, 0, 0.0, 1e-8)
+
+
+def test_angular_speed_of_a_spiral_is_its_rate_of_turning():
+    data = make_spirals(num_spirals=4, seed=0)  # one radian per unit of time, both directions
+    dt = float(data.t[1] - data.t[0])
+    speed = experiments.angular_speed(data.y_true, dt)
+    torch.testing.assert_close(speed, torch.ones_like(speed), rtol=1e-3, atol=1e-3)
+    half = experiments.angular_speed(data.y_true[:, ::2], 2 * dt)  # sampled more coarsely: the same speed
+    torch.testing.assert_close(half, torch.ones_like(half), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        experiments.angular_speed(data.y_true[:, :1], dt)

@@ -95,6 +95,8 @@ def run_key(kind: str, n: int, settings: dict, seed: int, noise_std: float, lr: 
         raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
     key = {k: settings[k] for k in DATA_KEYS + TRAIN_KEYS}
     key["batch_size"], key["num_steps"] = budget(kind, settings)
+    if kind == "latent ODE" and settings.get("latent_max_grad_norm") is not None:
+        key["max_grad_norm"] = settings["latent_max_grad_norm"]
     key.update(seed=seed, n=n, noise_std=noise_std, lr=lr, model=KINDS[kind])
     key.update({k: settings[k] for k in (LATENT_KEYS if kind == "latent ODE" else RNN_KEYS)})
     return key
@@ -102,10 +104,9 @@ def run_key(kind: str, n: int, settings: dict, seed: int, noise_std: float, lr: 
 
 def budget(kind: str, settings: dict) -> tuple[int, int]:
     """``(batch_size, num_steps)`` of model ``kind``: the latent ODE's ``latent_batch_size`` and
-    ``latent_num_steps`` (it trains on (nearly) the whole training set at each iteration, as the
-    public code does: with minibatches of 100 its extrapolation stalled far worse, see the
-    chapter), the RNNs' ``batch_size`` and ``num_steps``; each step is ``iterations_per_step``
-    iterations."""
+    ``latent_num_steps`` (it trains on batches the size of the training set, drawn with
+    replacement, as the public code trains on all its spirals), the RNNs' ``batch_size`` and
+    ``num_steps``; each step is ``iterations_per_step`` iterations."""
     if kind not in KINDS:
         raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
     if kind == "latent ODE":
@@ -151,16 +152,17 @@ def rmse_by_time(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 def latent_train_step(model: latent_ode.LatentODE, optimizer: torch.optim.Optimizer, y: torch.Tensor,
                       index: torch.Tensor, gaps: torch.Tensor, t_grid: torch.Tensor, noise_std: float,
-                      batch_size: int, iterations: int, scheduler=None):
+                      batch_size: int, iterations: int, scheduler=None, max_grad_norm: float | None = None):
     """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
     optimizer steps on the negative ELBO (:func:`nodebook.models.latent_ode.elbo`), each on
-    ``batch_size`` spirals drawn with torch's global CPU generator, then one ``scheduler``
-    step if given. Returns the chunk's mean loss, log-likelihood and KL.
+    ``batch_size`` spirals drawn with torch's global CPU generator, the gradient's norm
+    clipped at ``max_grad_norm`` if given, then one ``scheduler`` step if given. Returns the
+    chunk's mean loss, log-likelihood and KL.
     """
     def loss_fn():
         batch = torch.randint(0, y.shape[0], (batch_size,)).to(y.device)
         return latent_ode.elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std)
-    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler)
+    return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
 
 
 def train(kind: str, n: int, data: tuple[SpiralData, SpiralData], settings: dict, *, seed: int = 0,
@@ -175,7 +177,8 @@ def train(kind: str, n: int, data: tuple[SpiralData, SpiralData], settings: dict
     ``lr``; the RNNs need theirs, from :func:`tune_rnn_lr`) decayed by ``lr_decay`` per chunk.
     After each chunk the run logs ``val_rmse``: the extrapolation RMSE on the
     validation spirals against their noise-free values. The latent ODE
-    maximises the ELBO; the RNNs minimise the Gaussian negative log-likelihood
+    maximises the ELBO (its gradient's norm clipped at ``latent_max_grad_norm`` when
+    the profile sets one); the RNNs minimise the Gaussian negative log-likelihood
     of the observations they read (teacher-forced) and of a rollout over the
     rest (:func:`nodebook.models.rnn.rollout_loss`), reading a number of
     observations drawn from :func:`context_range` each iteration, with the
@@ -204,7 +207,8 @@ def train(kind: str, n: int, data: tuple[SpiralData, SpiralData], settings: dict
         def make_step(optimizer, scheduler):
             return with_validation(latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps,
                                                      train_data.t_observed, noise_std, batch_size,
-                                                     S["iterations_per_step"], scheduler), validate)
+                                                     S["iterations_per_step"], scheduler,
+                                                     S.get("latent_max_grad_norm")), validate)
     else:
         def make_step(optimizer, scheduler):
             return with_validation(rnn_train_step(model, optimizer, obs.y, obs.t, context_range(n, S["rnn_context"]),
@@ -238,6 +242,17 @@ def tune_rnn_lr(settings: dict, *, device="cpu", retrain: bool = False, progress
     return out
 
 
+def test_observations(test: SpiralData, n: int, seed: int) -> Observations:
+    """The ``n`` observations of each test spiral that the run of ``seed`` is evaluated on (drawn with ``seed + 2``)."""
+    return observations(test, n, seed=seed + 2)
+
+
+@torch.no_grad()
+def predict_test(kind: str, model: torch.nn.Module, n: int, test: SpiralData, seed: int) -> torch.Tensor:
+    """Model ``kind``'s extrapolation of the test spirals from :func:`test_observations` (N, 100, 2)."""
+    return predict(kind, model, test_observations(test, n, seed), test, getattr(model, "spacing", None))
+
+
 @torch.no_grad()
 def evaluate_run(kind: str, model: torch.nn.Module, n: int, test: SpiralData, seed: int) -> dict:
     """One trained model on the test spirals (``n`` observations each, drawn with ``seed + 2``):
@@ -246,9 +261,9 @@ def evaluate_run(kind: str, model: torch.nn.Module, n: int, test: SpiralData, se
     teacher-forced predictions of observations 2..n), all against the noise-free spirals;
     for the plain RNN also ``rmse_one_step_per_time``, its RMSE when rolled out one step per
     grid time (the unit mismatch: its step is the training data's gap, not the grid's)."""
-    obs = observations(test, n, seed=seed + 2)
+    obs = test_observations(test, n, seed)
     target = test.y_true[:, test.num_observed:]
-    prediction = predict(kind, model, obs, test, getattr(model, "spacing", None))
+    prediction = predict_test(kind, model, n, test, seed)
     out = {"rmse": rmse(prediction, target), "by_time": rmse_by_time(prediction, target).cpu()}
     if kind == "latent ODE":
         path = latent_ode.predict(model, obs.y, obs.gaps, test.t_observed)[0]
@@ -279,7 +294,7 @@ def latent_rmse_at_tolerance(model: latent_ode.LatentODE, n: int, test: SpiralDa
     model64 = copy.deepcopy(model).double()
     model64.solver.update(rtol=rtol, atol=atol)
     test64 = as_float64(test)
-    obs = as_float64(observations(test, n, seed=seed + 2))
+    obs = as_float64(test_observations(test, n, seed))
     return rmse(predict("latent ODE", model64, obs, test64), test64.y_true[:, test64.num_observed:])
 
 
@@ -346,6 +361,17 @@ def reconstructions(models: dict, n: int, obs: Observations, test: SpiralData) -
     for kind in RNN_KINDS:
         out[kind] = rnn.one_step_predictions(models[kind, n], obs.y, obs.t)
     return out
+
+
+def angular_speed(path: torch.Tensor, dt: float) -> torch.Tensor:
+    """Mean absolute angular speed about the origin along ``path`` (N, m, 2) sampled every ``dt``:
+    (m - 1,), the mean over spirals of ``|Δφ| / dt`` between consecutive samples (``Δφ`` wrapped
+    to ``(-π, π]``). The chapter's spirals turn at one radian per unit of time."""
+    if path.dim() != 3 or path.shape[-1] != 2 or path.shape[1] < 2:
+        raise ValueError(f"path must have shape (N, m >= 2, 2), got {tuple(path.shape)}")
+    phi = torch.atan2(path[..., 1], path[..., 0])
+    step = torch.remainder(torch.diff(phi, dim=1) + math.pi, 2 * math.pi) - math.pi
+    return step.abs().mean(dim=0) / dt
 
 
 def outside_seen_range(train: SpiralData, test: SpiralData) -> torch.Tensor:

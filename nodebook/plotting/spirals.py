@@ -71,7 +71,7 @@ def plot_extrapolation(t, y_obs, y_true, num_train: int, predictions: dict):
     ax1.plot(y_obs[:num_train, 0], y_obs[:num_train, 1], ".", ms=1.5, color="0.6", label="training data")
     for name, pred in predictions.items():
         pred = _np(pred)
-        color = colors.get(name, None)
+        color = colors.get(name, COLORS["rnn"] if name.startswith("RNN") else None)
         ax0.plot(t[num_train:], pred[:, 0], color=color, lw=1.2, label=name)
         ax1.plot(pred[:, 0], pred[:, 1], color=color, lw=1.2, label=name)
     ax0.set_xlabel("t"), ax0.set_ylabel("x(t)")
