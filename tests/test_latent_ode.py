@@ -329,3 +329,11 @@ def test_angular_speed_of_a_spiral_is_its_rate_of_turning():
     torch.testing.assert_close(half, torch.ones_like(half), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="shape"):
         experiments.angular_speed(data.y_true[:, :1], dt)
+
+
+def test_outside_seen_range_marks_the_spirals_that_turn_past_every_training_spiral():
+    data = make_spirals(num_spirals=40, seed=1)
+    order = data.theta0.argsort()
+    train = data.subset(order[:20])  # the 20 spirals that start at the smallest angles
+    assert experiments.outside_seen_range(train, data.subset(order[-5:])).all()  # start beyond them all
+    assert not experiments.outside_seen_range(train, data.subset(order[:5])).any()  # end within the seen angles
