@@ -38,7 +38,7 @@ class RNNForecaster(nn.Module):
     observation at ``t_i + Δ_i``, both read from the hidden state by one linear
     layer. The mean is the position itself, not an increment added to the
     (noisy) input, so the network can average the noise out over its history.
-    ``cell`` is the recurrence (a key of :data:`CELLS`): a GRU, or a plain
+    ``cell`` is the recurrence (a key of ``CELLS``): a GRU, or a plain
     (Elman) RNN with tanh or ReLU.
     """
 
