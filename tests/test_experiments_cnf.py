@@ -1,7 +1,9 @@
 """The CNF chapter's runs, evaluations, tables and Hutchinson study (nodebook.experiments.cnf)."""
 
+from functools import partial
 from itertools import product
 
+import pytest
 import torch
 
 from nodebook.checkpoint import _normalise, settings_key
@@ -113,3 +115,59 @@ def test_hutchinson_study_shapes_and_unbiasedness():
     assert all(len(v) == 2 and all(s > 0 for s in v) for v in spread.values())
     assert max(max(v) for v in zscores.values()) < 5
     assert "| 3 |" in ex.hutchinson_table([2, 3], cost, spread, zscores).data
+
+
+def test_annealing_weight_rises_from_a_hundredth_to_one():
+    assert ex.annealing_weight(0, 100) == 0.01
+    assert abs(ex.annealing_weight(50, 100) - 0.51) < 1e-12
+    assert ex.annealing_weight(99, 100) == 1.0 and ex.annealing_weight(10**6, 100) == 1.0
+    assert ex.annealing_weight(0, 0) == 1.0  # no annealing
+    with pytest.raises(ValueError, match="anneal_iterations"):
+        ex.annealing_weight(0, -1)
+
+
+def test_recipe_keys_hold_the_optimizer_and_the_annealing():
+    recipe = ex.command_line_settings()
+    key = ex.run_key({"target": "ring"}, "nf", 32, 20000, 128, recipe, 0, ("adam", 0.001))
+    assert key == dict(target="ring", kind="nf", width=32, iterations=20000, batch_size=128, lr=0.001, seed=0,
+                       optimizer="adam", anneal_iterations=recipe["anneal_iterations"])
+    ml = ex.run_key({"data": "two_moons"}, "cnf", 64, 10000, 256, recipe, 1, ("adam", 0.003))
+    assert ml == dict(data="two_moons", kind="cnf", width=64, iterations=10000, batch_size=256, lr=0.003, seed=1,
+                      optimizer="adam", method="dopri5", tol=1e-05)  # no annealing in maximum likelihood
+    # the recipe trains the CNF adaptively at the paper's tolerance, the NF at least as long
+    assert recipe["train_method"] == "dopri5" and recipe["train_tol"] == 1e-05
+    assert recipe["match_iterations_nf"] >= recipe["match_iterations_cnf"]
+    assert recipe["ml_iterations_nf"] >= recipe["ml_iterations_cnf"] and len(recipe["ml_seeds"]) >= 3
+
+
+def test_annealed_step_resumes_its_schedule_and_logs_the_kl(monkeypatch):
+    seen = []
+    real = ex.annealing_weight
+    monkeypatch.setattr(ex, "annealing_weight", lambda i, n: seen.append(i) or real(i, n))
+    torch.manual_seed(0)
+    flow = PlanarFlow(2)
+    optimizer = torch.optim.Adam(flow.parameters(), 1e-3)
+    target = partial(toy2d.log_target, "ring (U1)")
+    step = ex.density_matching_step(flow, target, optimizer, 8, 3, anneal_iterations=10, log_Z=1.5)
+    row = step(2)  # a resumed run: chunk 2 starts at iteration 6
+    assert seen == [6, 7, 8] and set(row) == {"loss", "kl", "nfe"} and row["nfe"] == 0
+    # kl = unannealed loss + log Z: with beta = 1 throughout, kl - loss is exactly log Z
+    plain = ex.density_matching_step(flow, target, optimizer, 8, 1, anneal_iterations=0, log_Z=1.5)(0)
+    assert abs(plain["kl"] - plain["loss"] - 1.5) < 1e-5
+
+
+def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(ex.command_line_settings(), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
+                    optimizers_nf=[["adam", 1e-3], ["sgd", 1e9]])  # the absurd rate diverges or does worse
+    finals = {}
+    real = ex.match_density
+
+    def spy(*args, **kwargs):
+        model, run = real(*args, **kwargs)
+        finals[kwargs["optimizer"]] = ex.final_kl(run)
+        return model, run
+    monkeypatch.setattr(ex, "match_density", spy)
+    tuned = ex.tune_optimizer("nf", settings)
+    assert tuned["kl"] == finals and tuned["choice"] == min(finals, key=finals.get)
+    assert len(list(tmp_path.glob("cnf-match-two_waves-nf2-*.pt"))) == 2  # one checkpoint per optimizer

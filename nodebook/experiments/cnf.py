@@ -19,6 +19,8 @@ and data sets' names (``"two waves (U3)"`` -> ``"two_waves"``).
 
 from __future__ import annotations
 
+import argparse
+import math
 from functools import partial
 from itertools import product
 
@@ -29,7 +31,7 @@ from nodebook import record_stats
 from nodebook.tables import markdown_table
 from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
 from nodebook.models.cnf import (CNF, NOISES, MLPDynamics, PlanarDynamics, negative_log_likelihood,
-                                 reverse_kl)
+                                 reverse_kl, reverse_kl_terms)
 from nodebook.models.planar import PlanarFlow
 from nodebook.solvers import SOLVERS
 from nodebook.train import chunked_step, fit_chunks, make_optimizer
@@ -113,26 +115,62 @@ def solver_key(settings: dict) -> dict:
     return {"method": method, "step_size": settings["train_step_size"]}
 
 
+OPTIMIZER = {"cnf": "adam", "nf": "rmsprop"}  # as in the paper (Sec. 4.1); the recipe tunes its own
+
+# The converged recipe (issue 12), trained from the command line (``python -m nodebook.experiments.cnf``):
+# the book profile's settings with these values, which become the book profile when its checkpoints are
+# committed. Both families anneal the reverse KL over the same first ``anneal_iterations``, each gets the
+# optimizer and rate of its grid (``optimizers_nf``, ``optimizers_cnf``) with the lowest final KL at the
+# largest width on ``tune_target``, the NF twice the CNF's iterations, the CNF trains with dopri5 at the
+# paper's 1e-5, and the maximum-likelihood runs are repeated over ``ml_seeds``.
+RECIPE = dict(match_iterations_cnf=10000, match_iterations_nf=20000, train_method="dopri5", train_step_size=None,
+              train_tol=1e-05, num_chunks=50, ml_iterations_cnf=10000, ml_iterations_nf=20000, ml_batch_size=256)
+
+
+def command_line_settings() -> dict:
+    """The book profile's settings with :data:`RECIPE` applied: what the command line trains."""
+    from nodebook.profiles import get_profile
+    return dict(get_profile("cnf", "book"), **RECIPE)
+
+
+def annealing_weight(iteration: int, anneal_iterations: int) -> float:
+    """The weight beta of the target in the annealed reverse KL at ``iteration`` (counted from 0):
+    rising linearly from 0.01 to 1 over ``anneal_iterations`` (Rezende & Mohamed 2015, Sec. 6.1),
+    then 1. ``anneal_iterations = 0``: 1 throughout."""
+    if anneal_iterations < 0:
+        raise ValueError(f"anneal_iterations must be >= 0, got {anneal_iterations}")
+    return 1.0 if anneal_iterations == 0 else min(1.0, 0.01 + iteration / anneal_iterations)
+
+
+def default_optimizer(kind: str, settings: dict) -> tuple[str, float]:
+    """The optimizer and rate of ``kind`` when none is tuned: the paper's optimizer (:data:`OPTIMIZER`)
+    at the profile's ``lr_cnf`` or ``lr_nf``."""
+    return OPTIMIZER[kind], settings["lr_cnf" if kind == "cnf" else "lr_nf"]
+
+
 def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int, settings: dict,
-            seed: int) -> dict:
+            seed: int, optimizer: tuple[str, float] | None = None) -> dict:
     """The checkpoint key of one run: ``task`` (``{"target": ...}`` or ``{"data": ...}``), the
     family, width, iterations, batch, learning rate and seed, and for the CNF its training solver.
+    With an ``optimizer`` (name, rate) given, as in :data:`RECIPE`, the key also holds its name and,
+    for density matching, ``anneal_iterations``.
     (:func:`load_or_train` adds ``num_steps``, the number of chunks.)"""
     if kind not in KINDS:
         raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
-    key = dict(task, kind=kind, width=width, iterations=iterations, batch_size=batch_size,
-               lr=settings["lr_cnf"] if kind == "cnf" else settings["lr_nf"], seed=seed)
+    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
+    key = dict(task, kind=kind, width=width, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed)
+    if optimizer is not None:
+        key["optimizer"] = name
+        if "target" in task:
+            key["anneal_iterations"] = settings["anneal_iterations"]
     if kind == "cnf":
         key.update(solver_key(settings))
     return key
 
 
-OPTIMIZER = {"cnf": "adam", "nf": "rmsprop"}  # as in the paper (Sec. 4.1)
-
-
 def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu"):
     """A planar CNF with M = ``width`` hidden units (analytic trace, the profile's training solver)
-    or a planar NF with K = ``width`` layers, seeded. They train with :data:`OPTIMIZER`."""
+    or a planar NF with K = ``width`` layers, seeded."""
     torch.manual_seed(seed)
     if kind == "cnf":
         return CNF(PlanarDynamics(2, width), trace="analytic", **train_solver(settings)).to(device)
@@ -141,61 +179,120 @@ def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu")
     raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
 
 
-def _lr(kind: str, settings: dict) -> float:
-    return settings["lr_cnf"] if kind == "cnf" else settings["lr_nf"]
+def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int, *,
+                          anneal_iterations: int = 0, log_Z: float = 0.0):
+    """A ``train_step(step)`` for load_or_train: ``iterations`` updates of the reverse KL annealed
+    over the first ``anneal_iterations`` of the run (:func:`annealing_weight`). Logs the chunk's
+    mean ``loss`` (annealed) and ``kl``, the unannealed reverse KL plus ``log_Z`` of the same
+    samples: the KL divergence in nats when ``log_Z`` is the target's, and the forward ``nfe`` per
+    iteration (0 for an NF)."""
+    counter = {"iteration": 0}
 
+    def loss_fn():
+        beta = annealing_weight(counter["iteration"], anneal_iterations)
+        counter["iteration"] += 1
+        with record_stats() as log:
+            logq, logp = reverse_kl_terms(model, log_target, batch_size)
+        return (logq - beta * logp).mean(), {"kl": (logq - logp).mean().item() + log_Z, "nfe": log.nfe_forward}
 
-def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int):
-    """A ``train_step(step)`` for load_or_train: ``iterations`` reverse-KL updates, mean loss logged."""
-    return chunked_step(lambda: reverse_kl(model, log_target, batch_size), optimizer, iterations)
+    chunk = chunked_step(loss_fn, optimizer, iterations)
+
+    def train_step(step: int) -> dict:
+        counter["iteration"] = step * iterations  # the schedule resumes where the run stopped
+        return chunk(step)
+    return train_step
 
 
 def max_likelihood_step(model: nn.Module, sampler, optimizer, batch_size: int, iterations: int):
-    """A ``train_step(step)``: ``iterations`` updates of -mean log p(x) on fresh batches ``sampler(n)``."""
-    return chunked_step(lambda: negative_log_likelihood(model, sampler(batch_size)), optimizer, iterations,
-                        name="nll")
+    """A ``train_step(step)``: ``iterations`` updates of -mean log p(x) on fresh batches ``sampler(n)``;
+    logs the chunk's mean ``nll`` and forward ``nfe`` per iteration (0 for an NF)."""
+    def loss_fn():
+        with record_stats() as log:
+            loss = negative_log_likelihood(model, sampler(batch_size))
+        return loss, {"nfe": log.nfe_forward}
+    return chunked_step(loss_fn, optimizer, iterations, name="nll")
 
 
 def match_density(target: str, kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu",
-                  retrain: bool = False):
+                  optimizer: tuple[str, float] | None = None, retrain: bool = False, progress: bool = False):
     """Fit ``kind`` of ``width`` to ``target`` (a name of :data:`TARGETS`) by reverse KL, or load the
-    committed run. Returns ``(model, run)``."""
+    committed run; ``optimizer`` (name, rate) defaults to :func:`default_optimizer`, without annealing.
+    Returns ``(model, run)``."""
     iterations = settings["match_iterations_cnf" if kind == "cnf" else "match_iterations_nf"]
     model = build(kind, width, settings, seed=seed, device=device)
     chunks = settings["num_chunks"]
-    key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed)
+    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
+    anneal = 0 if optimizer is None else settings["anneal_iterations"]
+    key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed,
+                  optimizer)
     run = fit_chunks(f"cnf-match-{slug(target)}-{kind}{width}", key, model,
-                     lambda optimizer, _: density_matching_step(model, partial(log_target, target), optimizer,
-                                                                settings["batch_size"], iterations // chunks),
-                     chunks, optimizer=OPTIMIZER[kind], lr=_lr(kind, settings), retrain=retrain)
+                     lambda opt, _: density_matching_step(model, partial(log_target, target), opt,
+                                                          settings["batch_size"], iterations // chunks,
+                                                          anneal_iterations=anneal,
+                                                          log_Z=log_normaliser(target)),
+                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
     return model, run
 
 
 def fit_max_likelihood(data: str, kind: str, settings: dict, *, seed: int = 0, device="cpu",
-                       retrain: bool = False):
+                       optimizer: tuple[str, float] | None = None, retrain: bool = False,
+                       progress: bool = False):
     """Fit ``kind`` of width ``ml_width`` to data set ``data`` (a name of :data:`SAMPLERS`) by maximum
-    likelihood on fresh batches, or load the committed run. Returns ``(model, run)``."""
+    likelihood on fresh batches, or load the committed run; ``optimizer`` as in :func:`match_density`.
+    Returns ``(model, run)``."""
     iterations = settings["ml_iterations_cnf" if kind == "cnf" else "ml_iterations_nf"]
     width, batch_size, chunks = settings["ml_width"], settings["ml_batch_size"], settings["num_chunks"]
     model = build(kind, width, settings, seed=seed, device=device)
-    key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed)
+    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
+    key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed, optimizer)
     run = fit_chunks(f"cnf-ml-{slug(data)}-{kind}{width}", key, model,
-                     lambda optimizer, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), optimizer,
-                                                              batch_size, iterations // chunks),
-                     chunks, optimizer=OPTIMIZER[kind], lr=_lr(kind, settings), retrain=retrain)
+                     lambda opt, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), opt,
+                                                        batch_size, iterations // chunks),
+                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
     return model, run
 
 
-def density_matching_runs(settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False) -> dict:
-    """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths."""
+def final_kl(run) -> float:
+    """The KL a density-matching run reached: its last chunk's mean ``kl`` (inf if not finite)."""
+    value = run.history[-1]["kl"]
+    return value if math.isfinite(value) else math.inf
+
+
+def tune_optimizer(kind: str, settings: dict, *, device="cpu", retrain: bool = False,
+                   progress: bool = False) -> dict:
+    """Choose ``kind``'s optimizer and rate: fit the widest flow to ``tune_target`` with each
+    (name, rate) of ``optimizers_<kind>`` (first seed) and keep the lowest final KL
+    (:func:`final_kl`). Returns ``{"choice": (name, rate), "kl": {(name, rate): KL}}``; the chosen
+    run is also that target's run in :func:`density_matching_runs`."""
+    scores = {}
+    for name, lr in settings[f"optimizers_{kind}"]:
+        _, run = match_density(settings["tune_target"], kind, max(settings["widths"]), settings, device=device,
+                               optimizer=(name, lr), retrain=retrain, progress=progress)
+        scores[name, lr] = final_kl(run)
+    finite = {choice: v for choice, v in scores.items() if math.isfinite(v)}
+    if not finite:
+        raise RuntimeError(f"every optimizer of {settings[f'optimizers_{kind}']} diverged for the {kind}")
+    return {"choice": min(finite, key=finite.get), "kl": scores}
+
+
+def density_matching_runs(settings: dict, *, seed: int = 0, device="cpu", optimizers: dict | None = None,
+                          retrain: bool = False, progress: bool = False) -> dict:
+    """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths;
+    ``optimizers`` maps a family to its (name, rate) (default: :func:`default_optimizer`)."""
+    optimizers = optimizers or {}
     return {(target, kind, width): match_density(target, kind, width, settings, seed=seed, device=device,
-                                                 retrain=retrain)
+                                                 optimizer=optimizers.get(kind), retrain=retrain,
+                                                 progress=progress)
             for target in TARGETS for kind, width in product(KINDS, settings["widths"])}
 
 
-def max_likelihood_runs(settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False) -> dict:
-    """All Fig. 5/6 runs: ``{(data, kind): (model, run)}``, CNF then NF per data set."""
-    return {(data, kind): fit_max_likelihood(data, kind, settings, seed=seed, device=device, retrain=retrain)
+def max_likelihood_runs(settings: dict, *, seed: int = 0, device="cpu", optimizers: dict | None = None,
+                        retrain: bool = False, progress: bool = False) -> dict:
+    """All Fig. 5/6 runs of one seed: ``{(data, kind): (model, run)}``, CNF then NF per data set;
+    ``optimizers`` as in :func:`density_matching_runs`."""
+    optimizers = optimizers or {}
+    return {(data, kind): fit_max_likelihood(data, kind, settings, seed=seed, device=device,
+                                             optimizer=optimizers.get(kind), retrain=retrain, progress=progress)
             for data in SAMPLERS for kind in ("cnf", "nf")}
 
 
@@ -204,7 +301,7 @@ def seconds_per_iteration(adjoint: bool, settings: dict, *, seed: int = 0, devic
     """Seconds per reverse-KL iteration of the widest CNF, backpropagating through ``odeint``
     (``adjoint=False``) or through ``odeint_adjoint``. Wall time: reported, never asserted."""
     model = build("cnf", max(settings["widths"]), settings, seed=seed, device=device)
-    optimizer, _ = make_optimizer(model.parameters(), OPTIMIZER["cnf"], settings["lr_cnf"])
+    optimizer, _ = make_optimizer(model.parameters(), *default_optimizer("cnf", settings))
     model.adjoint = adjoint
     step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
                                  iterations)
@@ -395,3 +492,41 @@ def hutchinson_study(dims, iterations: int, tol: float, num_points: int, draws: 
             spread[noise].append(std.mean().item())
             zscores[noise].append(((mean - exact) / (std / draws ** 0.5)).abs().max().item())
     return cost, spread, zscores
+
+
+# ------------------------------------------------------------------ command line
+
+PARTS = ("match", "ml")
+
+
+def main(argv=None) -> None:
+    """Train the chapter's runs at :func:`command_line_settings` in the background (resumable): for
+    each family asked for, its optimizer sweep on ``tune_target``, then every Fig. 4 run with the
+    chosen optimizer, then the Fig. 5/6 runs over ``ml_seeds``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
+    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
+                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = command_line_settings()
+    for kind in args.kinds:
+        tuned = tune_optimizer(kind, settings, progress=True)
+        print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
+        optimizers = {kind: tuned["choice"]}
+        if "match" in args.parts:
+            for target, width in product(TARGETS, settings["widths"]):
+                _, run = match_density(target, kind, width, settings, optimizer=tuned["choice"], progress=True)
+                print(f"{kind} {width} {target}: final KL {final_kl(run):.4f}", flush=True)
+        if "ml" in args.parts:
+            for seed in settings["ml_seeds"]:
+                for data in SAMPLERS:
+                    _, run = fit_max_likelihood(data, kind, settings, seed=seed, optimizer=optimizers[kind],
+                                                progress=True)
+                    print(f"{kind} {data} seed {seed}: final NLL {run.history[-1]['nll']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

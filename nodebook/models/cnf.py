@@ -252,17 +252,28 @@ class CNF(nn.Module):
 
 # Training objectives (losses; the chapter's training loops live in nodebook.experiments.cnf).
 
-def reverse_kl(model: nn.Module, log_target, num_samples: int) -> torch.Tensor:
-    """E_q[log q(z1) - log p~(z1)] for z0 ~ N(0, I) flowed forward (paper, Fig. 4).
+def reverse_kl_terms(model: nn.Module, log_target, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log q(z1) [N], log p~(z1) [N]) for ``num_samples`` base points z0 ~ N(0, I) flowed forward.
 
     ``model``: a CNF or a generative PlanarFlow (both have
-    ``sample_with_log_prob``); ``log_target``: z [N, 2] -> [N]. Equals
-    KL(q || p) - log Z, so adding log Z gives the KL divergence in nats.
+    ``sample_with_log_prob``); ``log_target``: z [N, 2] -> [N], unnormalised.
     """
     ref = next(model.parameters())
     z0 = torch.randn(num_samples, 2, dtype=ref.dtype, device=ref.device)
     z1, logq = model.sample_with_log_prob(z0)
-    return (logq - log_target(z1)).mean()
+    return logq, log_target(z1)
+
+
+def reverse_kl(model: nn.Module, log_target, num_samples: int, beta: float = 1.0) -> torch.Tensor:
+    """E_q[log q(z1) - beta log p~(z1)] for z0 ~ N(0, I) flowed forward (paper, Fig. 4).
+
+    At ``beta = 1`` this equals KL(q || p) - log Z, so adding log Z gives the
+    KL divergence in nats. ``beta < 1`` is the annealed objective of Rezende &
+    Mohamed (2015, Sec. 6.1): a flattened target early in training keeps a
+    flow from settling on one mode.
+    """
+    logq, logp = reverse_kl_terms(model, log_target, num_samples)
+    return (logq - beta * logp).mean()
 
 
 def negative_log_likelihood(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -271,5 +282,5 @@ def negative_log_likelihood(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["CNF", "PlanarDynamics", "MLPDynamics", "HyperNetwork", "AugmentedDynamics",
-           "trace_exact", "trace_hutchinson", "hutchinson_noise", "reverse_kl", "negative_log_likelihood",
+           "trace_exact", "trace_hutchinson", "hutchinson_noise", "reverse_kl", "reverse_kl_terms", "negative_log_likelihood",
            "standard_normal_logprob"]
