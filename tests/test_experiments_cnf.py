@@ -171,3 +171,47 @@ def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     tuned = ex.tune_optimizer("nf", settings)
     assert tuned["kl"] == finals and tuned["choice"] == min(finals, key=finals.get)
     assert len(list(tmp_path.glob("cnf-match-two_waves-nf2-*.pt"))) == 2  # one checkpoint per optimizer
+
+
+def test_a_curve_still_falls_only_by_more_than_both_margins():
+    flat = [1.0] * 8 + [0.995] * 2  # drops 0.005 nats: under FLAT_NATS
+    assert not ex.still_falling(flat)
+    assert ex.still_falling([1.0] * 8 + [0.9] * 2)  # 0.1 nats and 11%
+    assert not ex.still_falling([10.0] * 8 + [9.8] * 2)  # 0.2 nats but 2%: flat at this scale
+    assert not ex.still_falling([0.5] * 8 + [0.6] * 2)  # rising is not falling
+    with pytest.raises(ValueError, match="too short"):
+        ex.still_falling([1.0])
+
+
+def test_cost_and_tuning_tables_and_curves():
+    from nodebook.checkpoint import Run
+    from pathlib import Path
+    rows = [dict(step=i, seconds=30.0, kl=1.0 / (i + 1), nfe=20 + i) for i in range(4)]
+    runs = {("ring (U1)", "cnf", 2): (None, Run("a", Path("a.pt"), "loaded", rows)),
+            ("wave (U2)", "cnf", 2): (None, Run("b", Path("b.pt"), "loaded", rows))}
+    table = ex.cost_table(runs, lambda key: f"{key[1]}{key[2]}").data
+    assert "| cnf2 | 2 | 2.0 | 20 → 23 |" in table  # 4 chunks of 30 s = 2 minutes per run
+    curves = ex.training_curves(runs, "kl", lambda key: key[0], lambda key: key[1], lambda key: 400)
+    assert curves["ring (U1)", "cnf"] == ([100, 200, 300, 400], [1.0, 0.5, 1 / 3, 0.25])
+    tuned = {"nf": {"choice": ("adam", 0.001), "kl": {("adam", 0.001): 0.1, ("rmsprop", 0.003): 0.2}}}
+    assert "| NF | adam | 0.001 | **0.1000** |" in ex.tuning_table(tuned).data
+    assert "| NF | rmsprop | 0.003 | 0.2000 |" in ex.tuning_table(tuned).data
+
+
+def test_nll_over_seeds_and_its_table():
+    by_seed = {0: {("two moons", "cnf"): 1.0, ("two moons", "nf"): 2.0},
+               1: {("two moons", "cnf"): 3.0, ("two moons", "nf"): 2.0}}
+    summary = ex.nll_over_seeds(by_seed)
+    assert summary["two moons", "cnf"] == (2.0, pytest.approx(2 ** 0.5)) and summary["two moons", "nf"] == (2.0, 0.0)
+    assert "| two moons | 2.000 ± 1.414 | 2.000 ± 0.000 |" in ex.nll_seed_table(summary, 64, 2).data
+
+
+def test_kl_standard_errors_shrink_with_samples():
+    settings = dict(get_profile("cnf", "smoke"), widths=[2], grid_size=4)
+    matched = {("ring (U1)", "nf", 2): (ex.build("nf", 2, settings), None)}
+    errors = {}
+    for samples in (256, 4096):
+        se = {}
+        kl, *_ = ex.evaluate_density_matching(matched, dict(settings, eval_samples=samples), standard_errors=se)
+        errors[samples] = se["ring (U1)", "nf", 2]
+    assert 2 < errors[256] / errors[4096] < 8  # about sqrt(16) = 4

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from nodebook import record_stats
+from nodebook.stats import format_mean_spread, mean_spread
 from nodebook.tables import markdown_table
 from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
 from nodebook.models.cnf import (CNF, NOISES, MLPDynamics, PlanarDynamics, negative_log_likelihood,
@@ -275,6 +276,47 @@ def tune_optimizer(kind: str, settings: dict, *, device="cpu", retrain: bool = F
     return {"choice": min(finite, key=finite.get), "kl": scores}
 
 
+FLAT_NATS, FLAT_RELATIVE = 0.01, 0.05  # a curve still falls if its last fifth drops by more than both
+
+
+def still_falling(values, fraction: float = 0.2) -> bool:
+    """Whether a training curve (KL or NLL per chunk) has not flattened: the mean of its last
+    ``fraction`` of chunks lies below the mean of the ``fraction`` before it by more than
+    :data:`FLAT_NATS` nats *and* more than :data:`FLAT_RELATIVE` of its value."""
+    values = [float(v) for v in values]
+    window = max(1, round(fraction * len(values)))
+    if len(values) < 2 * window:
+        raise ValueError(f"a curve of {len(values)} values is too short for two windows of {window}")
+    before, last = sum(values[-2 * window:-window]) / window, sum(values[-window:]) / window
+    return before - last > FLAT_NATS and before - last > FLAT_RELATIVE * abs(last)
+
+
+def tuning_table(tuned: dict):
+    """The optimizer sweeps: per family, the final KL of each (optimizer, rate), the chosen one in bold."""
+    rows = []
+    for kind, result in tuned.items():
+        for choice, value in result["kl"].items():
+            mark = "**" if tuple(choice) == tuple(result["choice"]) else ""
+            rows.append([kind.upper(), f"{choice[0]}", f"{choice[1]:g}", f"{mark}{value:.4f}{mark}"])
+    return markdown_table(["family", "optimizer", "learning rate", "final KL [nats]"], rows)
+
+
+def cost_table(runs: dict, key_of=lambda k: k):
+    """Training cost per run group: ``runs`` maps keys to ``(model, run)``; ``key_of(key)`` names the
+    row a run belongs to (e.g. family and width). Mean minutes of training per run and, for CNFs, the
+    forward NFE per iteration in the first and last chunk."""
+    groups: dict = {}
+    for key, (_, run) in runs.items():
+        groups.setdefault(key_of(key), []).append(run)
+    rows = []
+    for name, group in groups.items():
+        minutes = sum(r.train_seconds for r in group) / len(group) / 60
+        first = sum(r.history[0].get("nfe", 0) for r in group) / len(group)
+        last = sum(r.history[-1].get("nfe", 0) for r in group) / len(group)
+        rows.append([name, len(group), f"{minutes:.1f}", f"{first:.0f} → {last:.0f}" if last else "–"])
+    return markdown_table(["runs", "count", "minutes each (mean)", "forward NFE per iteration"], rows)
+
+
 def density_matching_runs(settings: dict, *, seed: int = 0, device="cpu", optimizers: dict | None = None,
                           retrain: bool = False, progress: bool = False) -> dict:
     """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths;
@@ -312,12 +354,15 @@ def seconds_per_iteration(adjoint: bool, settings: dict, *, seed: int = 0, devic
 
 # ------------------------------------------------------------------ evaluation
 
-def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, device="cpu"):
+def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, device="cpu",
+                              standard_errors: dict | None = None):
     """KL(q || p) in nats of each fit (``eval_samples`` fresh samples, the CNF integrated by
     ``eval_method`` at ``eval_tol``) and the densities on the [-4, 4]^2 grid.
 
     Returns ``(kl, learned, targets, extent)``: ``kl[target, kind, width]`` (float),
     ``learned[target, kind, width]`` and ``targets[target]`` (densities on the grid, on the CPU).
+    A dict passed as ``standard_errors`` receives each KL's Monte Carlo standard error
+    (the standard deviation of log q - log p over the samples / sqrt(samples)).
     """
     log_Z = {target: log_normaliser(target) for target in TARGETS}
     torch.manual_seed(seed)  # the same evaluation samples whether the runs were loaded or trained
@@ -328,8 +373,10 @@ def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, d
         if kind == "cnf":
             model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
         with torch.no_grad():
-            loss = reverse_kl(model, partial(log_target, target), settings["eval_samples"])
-        kl[target, kind, width] = loss.item() + log_Z[target]
+            logq, logp = reverse_kl_terms(model, partial(log_target, target), settings["eval_samples"])
+        kl[target, kind, width] = (logq - logp).mean().item() + log_Z[target]
+        if standard_errors is not None:
+            standard_errors[target, kind, width] = (logq - logp).std().item() / math.sqrt(len(logq))
         learned[target, kind, width] = log_density(model, points).exp().cpu()
     targets = {target: (log_target(target, points) - log_Z[target]).exp().cpu() for target in TARGETS}
     return kl, learned, targets, extent
@@ -384,6 +431,33 @@ def nll_table(nll: dict, width: int):
                           [[d, f"{nll[d, 'cnf']:.3f}", f"{nll[d, 'nf']:.3f}"] for d in data_sets])
 
 
+def nll_over_seeds(nll_by_seed: dict) -> dict:
+    """``{seed: {(data, kind): nll}}`` -> ``{(data, kind): (mean, spread)}`` over the seeds
+    (:func:`nodebook.stats.mean_spread`)."""
+    keys = list(next(iter(nll_by_seed.values())))
+    return {key: mean_spread([nll[key] for nll in nll_by_seed.values()]) for key in keys}
+
+
+def nll_seed_table(summary: dict, width: int, seeds: int):
+    """Test NLL in nats per point, mean ± standard deviation over ``seeds`` seeds: one row per data set."""
+    data_sets = list(dict.fromkeys(key[0] for key in summary))
+    return markdown_table(["data", f"CNF (M = {width})", f"NF (K = {width})"],
+                          [[d] + [format_mean_spread(*summary[d, kind], digits=3) for kind in ("cnf", "nf")]
+                           for d in data_sets] + [["seeds", seeds, seeds]])
+
+
+def training_curves(runs: dict, key: str, panel_of, label_of, iterations_of) -> dict:
+    """``{(panel, label): (iterations, values)}`` of history column ``key`` for
+    :func:`nodebook.plotting.cnf.plot_curves`: ``runs`` maps keys to ``(model, run)``; a run of
+    ``iterations_of(key)`` iterations logs one row per equal chunk, placed at the iteration it ends on."""
+    curves = {}
+    for name, (_, run) in runs.items():
+        per_chunk = iterations_of(name) / len(run.history)
+        curves[panel_of(name), label_of(name)] = ([(row["step"] + 1) * per_chunk for row in run.history],
+                                                  [row[key] for row in run.history])
+    return curves
+
+
 def hutchinson_table(dims, cost: dict, spread: dict, zscores: dict):
     """Per dimension: seconds per iteration of both traces, their ratio, the spread of the estimate
     per noise and the largest |z| of its mean against the exact value."""
@@ -397,9 +471,11 @@ def hutchinson_table(dims, cost: dict, spread: dict, zscores: dict):
 
 
 def summary_table(kl: dict, nll: dict, widest: int, ml_width: int, speedup: float, dim: int):
-    """The chapter's headline numbers. The paper shows Figs. 4-6 as pictures only: no paper column values."""
+    """The chapter's headline numbers (``nll`` values: floats, or (mean, spread) over seeds). The paper
+    shows Figs. 4-6 as pictures only: no paper column values."""
     none = "figure only (no number)"
-    rows = [[f"test NLL, {data}, {kind.upper()} (width {ml_width})", f"{value:.3f} nats", none]
+    rows = [[f"test NLL, {data}, {kind.upper()} (width {ml_width})",
+             f"{format_mean_spread(*value, digits=3) if isinstance(value, tuple) else f'{value:.3f}'} nats", none]
             for (data, kind), value in nll.items()]
     targets = list(dict.fromkeys(key[0] for key in kl))
     rows += [[f"KL, {t}, {kind.upper()} {'M' if kind == 'cnf' else 'K'}={widest}", f"{kl[t, kind, widest]:.3f} nats",
