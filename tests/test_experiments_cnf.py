@@ -215,3 +215,40 @@ def test_kl_standard_errors_shrink_with_samples():
         kl, *_ = ex.evaluate_density_matching(matched, dict(settings, eval_samples=samples), standard_errors=se)
         errors[samples] = se["ring (U1)", "nf", 2]
     assert 2 < errors[256] / errors[4096] < 8  # about sqrt(16) = 4
+
+
+def test_gaussian_entropy_is_the_floor_of_the_nll():
+    L = ex.gaussian_factor(5, torch.Generator().manual_seed(5))
+    exact = torch.distributions.MultivariateNormal(torch.zeros(5), scale_tril=L)
+    assert abs(ex.gaussian_entropy(L) - exact.entropy().item()) < 1e-5
+    x = ex.correlated_gaussian(5, torch.Generator().manual_seed(5))(200000)
+    assert abs(-exact.log_prob(x).mean().item() - ex.gaussian_entropy(L)) < 0.02  # the sampler draws N(0, L L^T)
+
+
+def test_hutchinson_training_keys_runs_and_exact_evaluation(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(get_profile("cnf", "smoke"), hutch_train_dim=3, hutch_train_iterations=4, hutch_train_batch=8,
+                    hutch_seeds=[0, 1], num_chunks=2, test_size=64)
+    assert "noise" not in ex.hutchinson_key("exact", settings, 0)
+    assert ex.hutchinson_key("hutchinson", settings, 0)["noise"] == settings["hutch_train_noise"]
+    with pytest.raises(ValueError, match="unknown trace"):
+        ex.hutchinson_key("analytic", settings, 0)
+    runs = ex.hutchinson_training_runs(settings)
+    assert set(runs) == {(t, s) for t in ex.HUTCH_TRACES for s in (0, 1)}
+    assert runs["hutchinson", 0][0].dynamics.trace == "hutchinson"
+    nll, entropy = ex.evaluate_with_exact_trace(runs, settings)
+    assert runs["hutchinson", 0][0].dynamics.trace == "hutchinson"  # restored after the exact evaluation
+    assert all(value > entropy - 0.5 for value in nll.values())  # no model beats the floor (up to sampling)
+    # the exact evaluation of a Hutchinson-trained model does not depend on the probe: two calls agree
+    again, _ = ex.evaluate_with_exact_trace({k: runs[k] for k in [("hutchinson", 0)]}, settings)
+    assert again["hutchinson", 0] == pytest.approx(nll["hutchinson", 0], abs=1e-6)
+
+
+def test_trained_trace_table():
+    from nodebook.checkpoint import Run
+    from pathlib import Path
+    run = Run("a", Path("a.pt"), "loaded", [dict(step=0, seconds=120.0, nll=20.0, nfe=30.0)])
+    runs = {(trace, seed): (None, run) for trace in ex.HUTCH_TRACES for seed in (0, 1)}
+    table = ex.trained_trace_table(runs, {"exact": (20.0, 0.1), "hutchinson": (20.2, 0.2)}, 19.5).data
+    assert "| exact | 20.000 ± 0.100 | 0.500 | 2.0 | 30 |" in table
+    assert "| hutchinson | 20.200 ± 0.200 | 0.700 | 2.0 | 30 |" in table

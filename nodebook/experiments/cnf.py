@@ -487,10 +487,21 @@ def summary_table(kl: dict, nll: dict, widest: int, ml_width: int, speedup: floa
 
 # ------------------------------------------------------------------ beyond the paper: Hutchinson
 
+def gaussian_factor(dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The random lower-triangular L [D, D] of the synthetic density N(0, L L^T)."""
+    return torch.randn(dim, dim, generator=generator).tril() / dim ** 0.5 + torch.eye(dim)
+
+
 def correlated_gaussian(dim: int, generator: torch.Generator | None = None, device="cpu"):
-    """A synthetic D-dimensional density: a sampler of N(0, L L^T) with a random lower-triangular L."""
-    L = (torch.randn(dim, dim, generator=generator).tril() / dim ** 0.5 + torch.eye(dim)).to(device)
+    """A synthetic D-dimensional density: a sampler of N(0, L L^T) with L from :func:`gaussian_factor`."""
+    L = gaussian_factor(dim, generator).to(device)
     return lambda num: torch.randn(num, dim, device=device) @ L.T
+
+
+def gaussian_entropy(L: torch.Tensor) -> float:
+    """The entropy in nats of N(0, L L^T): the lowest expected NLL any model of it can reach."""
+    dim = L.shape[0]
+    return 0.5 * dim * math.log(2 * math.pi * math.e) + float(L.diagonal().abs().log().sum())
 
 
 def mlp_cnf(dim: int, trace: str, *, tol: float = 1e-3, num_hiddens: int = 64, noise: str = "gaussian",
@@ -572,7 +583,7 @@ def hutchinson_study(dims, iterations: int, tol: float, num_points: int, draws: 
 
 # ------------------------------------------------------------------ command line
 
-PARTS = ("match", "ml")
+PARTS = ("match", "ml", "hutch")
 
 
 def main(argv=None) -> None:
@@ -582,13 +593,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
-                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep)")
+                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
+                             "training with Hutchinson's estimator against the exact trace")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = command_line_settings()
-    for kind in args.kinds:
+    if "hutch" in args.parts:
+        for (trace, seed), (_, run) in hutchinson_training_runs(settings, progress=True).items():
+            print(f"{trace} trace, seed {seed}: final training NLL {run.history[-1]['nll']:.4f}", flush=True)
+    for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
         print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
         optimizers = {kind: tuned["choice"]}
@@ -606,3 +621,81 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------ beyond the paper: training with Hutchinson
+
+HUTCH_TRACES = ("exact", "hutchinson")
+
+
+def hutchinson_key(trace: str, settings: dict, seed: int) -> dict:
+    """The checkpoint key of one run of :func:`fit_with_trace`: the probe distribution only for
+    Hutchinson's estimator (the exact trace has none)."""
+    if trace not in HUTCH_TRACES:
+        raise ValueError(f"unknown trace {trace!r}; choose one of {HUTCH_TRACES}")
+    key = dict(study="hutchinson_training", dim=settings["hutch_train_dim"], trace=trace,
+               iterations=settings["hutch_train_iterations"], batch_size=settings["hutch_train_batch"],
+               lr=settings["hutch_train_lr"], tol=settings["hutch_train_tol"], seed=seed)
+    if trace == "hutchinson":
+        key["noise"] = settings["hutch_train_noise"]
+    return key
+
+
+def fit_with_trace(trace: str, settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False,
+                   progress: bool = False):
+    """An MLP CNF (:func:`mlp_cnf`) fitted by maximum likelihood to the ``hutch_train_dim``-dimensional
+    :func:`correlated_gaussian` with the ``"exact"`` trace or Hutchinson's estimator (probes
+    ``hutch_train_noise``), Adam, dopri5 at ``hutch_train_tol``; or the committed run.
+    Returns ``(model, run)``."""
+    dim, iterations, chunks = settings["hutch_train_dim"], settings["hutch_train_iterations"], settings["num_chunks"]
+    key = hutchinson_key(trace, settings, seed)
+    sampler = correlated_gaussian(dim, torch.Generator().manual_seed(dim), device)
+    torch.manual_seed(seed)
+    model = mlp_cnf(dim, trace, tol=settings["hutch_train_tol"], noise=settings["hutch_train_noise"], device=device)
+    run = fit_chunks(f"cnf-hutch-d{dim}-{trace}", key, model,
+                     lambda opt, _: max_likelihood_step(model, sampler, opt, settings["hutch_train_batch"],
+                                                        iterations // chunks),
+                     chunks, optimizer="adam", lr=settings["hutch_train_lr"], retrain=retrain, progress=progress)
+    return model, run
+
+
+def hutchinson_training_runs(settings: dict, *, device="cpu", retrain: bool = False, progress: bool = False) -> dict:
+    """Every run of the comparison: ``{(trace, seed): (model, run)}`` over :data:`HUTCH_TRACES` and
+    ``hutch_seeds``."""
+    return {(trace, seed): fit_with_trace(trace, settings, seed=seed, device=device, retrain=retrain,
+                                          progress=progress)
+            for seed in settings["hutch_seeds"] for trace in HUTCH_TRACES}
+
+
+@torch.no_grad()
+def evaluate_with_exact_trace(runs: dict, settings: dict, *, device="cpu") -> tuple[dict, float]:
+    """Test NLL in nats per point of each run of :func:`hutchinson_training_runs` on ``test_size``
+    fresh points, every model evaluated with the exact trace and ``eval_method`` at ``eval_tol``.
+    Returns ``({(trace, seed): nll}, entropy)``; the entropy of the density is the lowest NLL reachable."""
+    dim = settings["hutch_train_dim"]
+    L = gaussian_factor(dim, torch.Generator().manual_seed(dim))
+    x = (torch.randn(settings["test_size"], dim, generator=torch.Generator().manual_seed(dim + 1)) @ L.T).to(device)
+    nll = {}
+    for key, (model, _) in runs.items():
+        trace = model.dynamics.trace
+        model.dynamics.trace = "exact"
+        model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
+        try:
+            nll[key] = -batched(model.log_prob, x, 1024).mean().item()
+        finally:
+            model.dynamics.trace = trace
+    return nll, gaussian_entropy(L)
+
+
+def trained_trace_table(runs: dict, trained: dict, entropy: float):
+    """Per trace used in training: test NLL mean ± spread (``trained[trace]``), its excess over the
+    entropy, minutes of training per run and the forward NFE per iteration in the last chunk (means
+    over the seeds of ``runs``, as from :func:`hutchinson_training_runs`)."""
+    rows = []
+    for trace in HUTCH_TRACES:
+        group = [run for (t, _), (_, run) in runs.items() if t == trace]
+        rows.append([trace, format_mean_spread(*trained[trace], digits=3), f"{trained[trace][0] - entropy:.3f}",
+                     f"{sum(r.train_seconds for r in group) / len(group) / 60:.1f}",
+                     f"{sum(r.history[-1]['nfe'] for r in group) / len(group):.0f}"])
+    return markdown_table(["trace in training", "test NLL [nats]", "above the entropy [nats]", "minutes per run",
+                           "forward NFE per iteration (last chunk)"], rows)
