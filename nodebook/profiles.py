@@ -80,7 +80,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
                      hutch_points=8, hutch_draws=256, anneal_iterations=2500,
                      optimizers_nf=[["adam", 0.0003], ["adam", 0.001], ["adam", 0.003], ["rmsprop", 0.001],
                                     ["rmsprop", 0.003]],
-                     optimizers_cnf=[["adam", 0.001], ["adam", 0.003]], tune_target="two waves (U3)",
+                     optimizers_cnf=[["adam", 0.0003], ["adam", 0.001], ["adam", 0.003]], tune_target="two waves (U3)",
                      ml_seeds=[0, 1, 2], hutch_train_dim=16, hutch_train_iterations=4000, hutch_train_batch=256,
                      hutch_train_lr=0.001, hutch_train_tol=0.001, hutch_train_noise="rademacher",
                      hutch_seeds=[0, 1, 2]),

@@ -581,48 +581,6 @@ def hutchinson_study(dims, iterations: int, tol: float, num_points: int, draws: 
     return cost, spread, zscores
 
 
-# ------------------------------------------------------------------ command line
-
-PARTS = ("match", "ml", "hutch")
-
-
-def main(argv=None) -> None:
-    """Train the chapter's runs at :func:`command_line_settings` in the background (resumable): for
-    each family asked for, its optimizer sweep on ``tune_target``, then every Fig. 4 run with the
-    chosen optimizer, then the Fig. 5/6 runs over ``ml_seeds``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
-    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
-                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
-                             "training with Hutchinson's estimator against the exact trace")
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = command_line_settings()
-    if "hutch" in args.parts:
-        for (trace, seed), (_, run) in hutchinson_training_runs(settings, progress=True).items():
-            print(f"{trace} trace, seed {seed}: final training NLL {run.history[-1]['nll']:.4f}", flush=True)
-    for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
-        tuned = tune_optimizer(kind, settings, progress=True)
-        print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
-        optimizers = {kind: tuned["choice"]}
-        if "match" in args.parts:
-            for target, width in product(TARGETS, settings["widths"]):
-                _, run = match_density(target, kind, width, settings, optimizer=tuned["choice"], progress=True)
-                print(f"{kind} {width} {target}: final KL {final_kl(run):.4f}", flush=True)
-        if "ml" in args.parts:
-            for seed in settings["ml_seeds"]:
-                for data in SAMPLERS:
-                    _, run = fit_max_likelihood(data, kind, settings, seed=seed, optimizer=optimizers[kind],
-                                                progress=True)
-                    print(f"{kind} {data} seed {seed}: final NLL {run.history[-1]['nll']:.4f}", flush=True)
-
-
-if __name__ == "__main__":
-    main()
-
-
 # ------------------------------------------------------------------ beyond the paper: training with Hutchinson
 
 HUTCH_TRACES = ("exact", "hutchinson")
@@ -699,3 +657,45 @@ def trained_trace_table(runs: dict, trained: dict, entropy: float):
                      f"{sum(r.history[-1]['nfe'] for r in group) / len(group):.0f}"])
     return markdown_table(["trace in training", "test NLL [nats]", "above the entropy [nats]", "minutes per run",
                            "forward NFE per iteration (last chunk)"], rows)
+
+
+# ------------------------------------------------------------------ command line
+
+PARTS = ("match", "ml", "hutch")
+
+
+def main(argv=None) -> None:
+    """Train the chapter's runs at :func:`command_line_settings` in the background (resumable): for
+    each family asked for, its optimizer sweep on ``tune_target``, then every Fig. 4 run with the
+    chosen optimizer, then the Fig. 5/6 runs over ``ml_seeds``; then the Hutchinson training runs."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
+    parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
+                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
+                             "training with Hutchinson's estimator against the exact trace")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = command_line_settings()
+    for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
+        tuned = tune_optimizer(kind, settings, progress=True)
+        print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
+        optimizers = {kind: tuned["choice"]}
+        if "match" in args.parts:
+            for target, width in product(TARGETS, settings["widths"]):
+                _, run = match_density(target, kind, width, settings, optimizer=tuned["choice"], progress=True)
+                print(f"{kind} {width} {target}: final KL {final_kl(run):.4f}", flush=True)
+        if "ml" in args.parts:
+            for seed in settings["ml_seeds"]:
+                for data in SAMPLERS:
+                    _, run = fit_max_likelihood(data, kind, settings, seed=seed, optimizer=optimizers[kind],
+                                                progress=True)
+                    print(f"{kind} {data} seed {seed}: final NLL {run.history[-1]['nll']:.4f}", flush=True)
+    if "hutch" in args.parts:
+        for (trace, seed), (_, run) in hutchinson_training_runs(settings, progress=True).items():
+            print(f"{trace} trace, seed {seed}: final training NLL {run.history[-1]['nll']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
