@@ -252,3 +252,12 @@ def test_trained_trace_table():
     table = ex.trained_trace_table(runs, {"exact": (20.0, 0.1), "hutchinson": (20.2, 0.2)}, 19.5).data
     assert "| exact | 20.000 ± 0.100 | 0.500 | 2.0 | 30 |" in table
     assert "| hutchinson | 20.200 ± 0.200 | 0.700 | 2.0 | 30 |" in table
+
+
+def test_the_annealing_ablation_differs_from_its_run_only_in_the_annealing(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(ex.command_line_settings(), widths=[2, 3], match_iterations_nf=4, num_chunks=2, batch_size=8)
+    _, ablation = ex.annealing_ablation(settings, ("adam", 0.001))
+    _, annealed = ex.match_density(ex.ABLATION_TARGET, "nf", 3, settings, optimizer=("adam", 0.001))
+    keys = [torch.load(run.path, weights_only=False)["settings"] for run in (ablation, annealed)]
+    assert {k: v for k, v in keys[0].items() if keys[1][k] != v} == {"anneal_iterations": 0}

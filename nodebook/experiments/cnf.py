@@ -276,6 +276,17 @@ def tune_optimizer(kind: str, settings: dict, *, device="cpu", retrain: bool = F
     return {"choice": min(finite, key=finite.get), "kl": scores}
 
 
+ABLATION_TARGET = "ring (U1)"  # two symmetric lobes: a flow on one of them has KL log 2
+
+
+def annealing_ablation(settings: dict, optimizer: tuple[str, float], *, device="cpu", retrain: bool = False,
+                       progress: bool = False):
+    """The widest NF fitted to :data:`ABLATION_TARGET` exactly as in :func:`density_matching_runs` but
+    without annealing (``anneal_iterations = 0``): what annealing is for. Returns ``(model, run)``."""
+    return match_density(ABLATION_TARGET, "nf", max(settings["widths"]), dict(settings, anneal_iterations=0),
+                         device=device, optimizer=optimizer, retrain=retrain, progress=progress)
+
+
 FLAT_NATS, FLAT_RELATIVE = 0.01, 0.05  # a curve still falls if its last fifth drops by more than both
 
 
@@ -686,6 +697,9 @@ def main(argv=None) -> None:
             for target, width in product(TARGETS, settings["widths"]):
                 _, run = match_density(target, kind, width, settings, optimizer=tuned["choice"], progress=True)
                 print(f"{kind} {width} {target}: final KL {final_kl(run):.4f}", flush=True)
+            if kind == "nf":
+                _, run = annealing_ablation(settings, tuned["choice"], progress=True)
+                print(f"nf without annealing on {ABLATION_TARGET}: final KL {final_kl(run):.4f}", flush=True)
         if "ml" in args.parts:
             for seed in settings["ml_seeds"]:
                 for data in SAMPLERS:
