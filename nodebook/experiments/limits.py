@@ -1,0 +1,224 @@
+"""The runs of chapter "Scope and limitations, checked" (the paper's Sec. 6, and beyond it).
+
+Each function measures one of the paper's claims, or one thing learners ask:
+
+- **Minibatching** (:func:`minibatch_nfe`): NFE and wall time of one combined
+  solve of K samples against K solves of one sample each.
+- **Reconstructing forward trajectories** (:func:`reconstruction_error`):
+  how far the state recomputed backwards from z(T), as the adjoint does,
+  lands from z(0), against tolerance and horizon; :func:`gradient_errors` and
+  :func:`gradient_costs` compare the three ways to get gradients
+  (backprop through the solver, the adjoint, checkpointed backprop) on one
+  problem: error against backprop, seconds and saved bytes.
+- **The adjoint state** (:func:`observation_problem`,
+  :func:`backprop_state_gradients`, :func:`euler_step_gaps`): a(t) along a
+  trajectory with its jumps at the observation times, checked against
+  backprop's dL/dz(t_i), and the one-Euler-step derivation of da/dt.
+
+The problems: :class:`VanDerPol` (trajectories attract to a limit cycle, so
+running them backwards repels them from it: where reconstruction matters)
+and :func:`random_field` (an MLP field, a toy). The chapter also uses the
+trained MNIST ODE-Net's block (``nodebook.experiments.mnist``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from nodebook import odeint, odeint_adjoint, record_stats
+from nodebook.adjoint_state import adjoint_euler_step
+from nodebook.checkpointed import odeint_checkpointed
+from nodebook.memory import saved_tensor_bytes
+from nodebook.models.augmented import VectorField
+from nodebook.solvers.errors import MaxStepsError, NonFiniteError, StepSizeError
+from nodebook.utils import Timer
+
+GRADIENT_WAYS = ("backprop", "adjoint", "checkpointed")
+DIVERGED = (NonFiniteError, StepSizeError, MaxStepsError)  # a solve that blew up or could not finish
+SOLVES = {"backprop": odeint, "adjoint": odeint_adjoint, "checkpointed": odeint_checkpointed}
+
+
+# ------------------------------------------------------------------ problems
+
+class VanDerPol(nn.Module):
+    """dz/dt = (z2, mu (1 - z1^2) z2 - z1) with a learnable ``mu`` (default 1).
+
+    Every trajectory is drawn onto the limit cycle, at a rate of about mu per
+    unit time; integrated backwards the cycle repels, so a backward solve
+    amplifies its own errors roughly like exp(mu t). z: ``(..., 2)``.
+    """
+
+    def __init__(self, mu: float = 1.0):
+        super().__init__()
+        self.mu = nn.Parameter(torch.tensor(float(mu)))
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z1, z2 = z[..., 0], z[..., 1]
+        return torch.stack([z2, self.mu * (1 - z1 ** 2) * z2 - z1], -1)
+
+
+def random_field(dim: int, num_hiddens: int = 32, seed: int = 0, device="cpu") -> VectorField:
+    """A seeded MLP field f(t, z) on R^dim (two tanh layers, time-dependent): the toy problem."""
+    torch.manual_seed(seed)
+    return VectorField(dim, num_hiddens, time_dependent=True).to(device)
+
+
+def _times(t_end: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([0.0, float(t_end)], dtype=like.dtype, device=like.device)
+
+
+# ------------------------------------------------------------------ 1. minibatching
+
+@torch.no_grad()
+def minibatch_nfe(func, states: torch.Tensor, batch_sizes, *, t_end: float = 1.0, rtol: float = 1e-3,
+                  atol: float = 1e-3, method: str = "dopri5") -> list[dict]:
+    """One combined solve of the first K of ``states`` (B, ...) against their K one-sample solves.
+
+    ``func`` must treat the samples independently (per-sample normalisation,
+    no batch statistics). For each K of ``batch_sizes`` (each at most B): the
+    forward NFE of the combined solve, the mean and largest NFE of the K
+    single solves, ``nfe_ratio`` = combined / mean single, and the seconds of
+    the combined solve and of the K single ones. Wall time is the machine's.
+    """
+    batch_sizes = list(batch_sizes)
+    if not batch_sizes or min(batch_sizes) < 1 or max(batch_sizes) > len(states):
+        raise ValueError(f"batch sizes must lie in 1..{len(states)} (the states given), got {batch_sizes}")
+    t = _times(t_end, states)
+    solver = dict(rtol=rtol, atol=atol, method=method)
+    single_nfe, single_seconds = [], []
+    for i in range(max(batch_sizes)):
+        with record_stats() as log, Timer() as timer:
+            odeint(func, states[i:i + 1], t, **solver)
+        single_nfe.append(log.nfe_forward)
+        single_seconds.append(timer.seconds)
+    rows = []
+    for k in batch_sizes:
+        with record_stats() as log, Timer() as timer:
+            odeint(func, states[:k], t, **solver)
+        mean_single = sum(single_nfe[:k]) / k
+        rows.append({"k": k, "nfe_combined": log.nfe_forward, "nfe_single_mean": mean_single,
+                     "nfe_single_max": max(single_nfe[:k]), "nfe_ratio": log.nfe_forward / mean_single,
+                     "seconds_combined": timer.seconds, "seconds_single": sum(single_seconds[:k])})
+    return rows
+
+
+# ------------------------------------------------------------------ 4. reconstruction and the three gradients
+
+@torch.no_grad()
+def reconstruction_error(func, z0: torch.Tensor, t_end: float, tol: float, method: str = "dopri5") -> float:
+    """Solve z(0) -> z(T) forward, then back from z(T) alone, as the adjoint's backward pass
+    recomputes the trajectory, both at rtol = atol = ``tol``; return
+    ||z_back(0) - z(0)|| / ||z(0)|| (norms over the whole tensor), or ``inf`` where the
+    backward solve blows up (:data:`DIVERGED`): the reconstruction then does not exist."""
+    t = _times(t_end, z0)
+    z_end = odeint(func, z0, t, rtol=tol, atol=tol, method=method)[-1]
+    try:
+        z_back = odeint(func, z_end, t.flip(0), rtol=tol, atol=tol, method=method)[-1]
+    except DIVERGED:
+        return math.inf
+    error = float((z_back - z0).norm() / z0.norm())
+    return error if math.isfinite(error) else math.inf
+
+
+def _gradient(way: str, func: nn.Module, z0: torch.Tensor, t: torch.Tensor, loss_fn, tol: float, method: str):
+    """Gradients of ``loss_fn(z(T))`` with respect to z0 and func's parameters, by ``way``."""
+    z0 = z0.detach().requires_grad_(True)
+    params = [p for p in func.parameters() if p.requires_grad]
+    z = SOLVES[way](func, z0, t, rtol=tol, atol=tol, method=method)[-1]
+    grads = torch.autograd.grad(loss_fn(z), [z0, *params])
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def gradient_errors(func: nn.Module, z0: torch.Tensor, t_end: float, tol: float, loss_fn=None,
+                    method: str = "dopri5") -> dict:
+    """Relative error of the adjoint's and of checkpointed backprop's gradient (with respect to z0
+    and func's parameters, loss ``loss_fn(z(T))``, by default the sum of squares) against
+    backprop's at the same tolerance: ``{"adjoint": ..., "checkpointed": ...}``; ``inf`` where
+    a backward solve blows up (:data:`DIVERGED`)."""
+    loss_fn = loss_fn or (lambda z: (z ** 2).sum())
+    t = _times(t_end, z0)
+    exact = _gradient("backprop", func, z0, t, loss_fn, tol, method)
+    errors = {}
+    for way in ("adjoint", "checkpointed"):
+        try:
+            error = float((_gradient(way, func, z0, t, loss_fn, tol, method) - exact).norm() / exact.norm())
+        except DIVERGED:
+            error = math.inf
+        errors[way] = error if math.isfinite(error) else math.inf
+    return errors
+
+
+def gradient_costs(func: nn.Module, z0: torch.Tensor, t_end: float, tol: float, method: str = "dopri5",
+                   repeats: int = 3) -> dict:
+    """The three ways on one problem (loss: sum of squares of z(T)): for each of :data:`GRADIENT_WAYS`,
+    ``saved_bytes`` (what autograd keeps for the backward pass, :func:`nodebook.memory.saved_tensor_bytes`),
+    ``seconds`` (forward and backward, the best of ``repeats``), ``nfe_forward`` and ``nfe_backward``."""
+    t = _times(t_end, z0)
+    out = {}
+    for way in GRADIENT_WAYS:
+        z_start = z0.detach().requires_grad_(True)
+        box = {}
+        saved = saved_tensor_bytes(lambda: box.setdefault(
+            "loss", (SOLVES[way](func, z_start, t, rtol=tol, atol=tol, method=method)[-1] ** 2).sum()))
+        box["loss"].backward()
+        best = math.inf
+        for _ in range(repeats):
+            z_start = z0.detach().requires_grad_(True)
+            with record_stats() as log, Timer() as timer:
+                (SOLVES[way](func, z_start, t, rtol=tol, atol=tol, method=method)[-1] ** 2).sum().backward()
+            best = min(best, timer.seconds)
+        out[way] = {"saved_bytes": saved, "seconds": best, "nfe_forward": log.nfe_forward,
+                    "nfe_backward": log.nfe_backward}
+    func.zero_grad(set_to_none=True)
+    return out
+
+
+# ------------------------------------------------------------------ 5. the adjoint state
+
+def observation_problem(num_observations: int = 4, t_end: float = 6.0, seed: int = 0, device="cpu",
+                        dtype=torch.float64):
+    """A loss with several observation times for the adjoint-state figure: the Van der Pol state
+    from z0 = (2, 0) observed at ``num_observations`` equally spaced times after 0 up to ``t_end``,
+    L = sum_i ||z(t_i) - y_i||^2 / 2 against noisy targets y_i (seeded).
+    Returns ``(func, z0, t, loss_fn)`` with t (num_observations + 1,) starting at 0, in ``dtype``."""
+    func = VanDerPol().to(device=device, dtype=dtype)
+    z0 = torch.tensor([2.0, 0.0], device=device, dtype=dtype)
+    t = torch.linspace(0.0, t_end, num_observations + 1, device=device, dtype=dtype)
+    with torch.no_grad():
+        clean = odeint(func, z0, t, rtol=1e-8, atol=1e-8)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
+    targets = clean + 0.3 * noise
+
+    def loss_fn(zs: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((zs[1:] - targets[1:]) ** 2).sum()  # t_0 is the start, not an observation
+    return func, z0, t, loss_fn
+
+
+def backprop_state_gradients(func, z0: torch.Tensor, t: torch.Tensor, loss_fn, tol: float = 1e-8) -> torch.Tensor:
+    """dL/dz(t_i) for every observation time by backprop: for each i, the states before t_i are
+    held fixed and the solve restarts from z(t_i) (a leaf), so the gradient is the total
+    derivative through every later observation. Returns ``(N + 1, *S)``."""
+    with torch.no_grad():
+        forward = odeint(func, z0, t, rtol=tol, atol=tol)
+    grads = []
+    for i in range(len(t)):
+        zi = forward[i].clone().requires_grad_(True)
+        later = odeint(func, zi, t[i:], rtol=tol, atol=tol) if i < len(t) - 1 else zi[None]
+        (g,) = torch.autograd.grad(loss_fn(torch.cat([forward[:i], later])), zi)
+        grads.append(g)
+    return torch.stack(grads)
+
+
+def euler_step_gaps(func, z: torch.Tensor, a_next: torch.Tensor, steps) -> list[float]:
+    """For each Euler step size h: the largest gap between (a(t+h) - a(t)) / h from the chain rule
+    and -a^T df/dz (:func:`nodebook.adjoint_state.adjoint_euler_step`); it shrinks like h."""
+    return [float((lambda r: (r.chain_rule - r.ode).abs().max())(adjoint_euler_step(func, z, a_next, h)))
+            for h in steps]
+
+
+__all__ = ["VanDerPol", "random_field", "minibatch_nfe", "reconstruction_error", "gradient_errors",
+           "gradient_costs", "observation_problem", "backprop_state_gradients", "euler_step_gaps",
+           "GRADIENT_WAYS"]
