@@ -124,6 +124,20 @@ SETTINGS: dict[str, dict[str, dict]] = {
         "paper": dict(batch_size=700, lr_decay=0.98, iterations_per_step=100, num_steps=100, latent_num_steps=100,
                       rtol=1.5e-08, atol=1.5e-08, adjoint=True),
     },
+    "limits": {
+        "book": dict(minibatch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], minibatch_tol=0.001, toy_dim=2,
+                     toy_hiddens=32, toy_scale=3.0, reconstruction_tols=[0.001, 1e-05, 1e-07, 1e-09],
+                     reconstruction_horizons=[0.5, 1.0, 2.0, 3.0, 4.0, 6.0], gradient_tol=1e-06, cost_dim=16,
+                     cost_hiddens=64, cost_batch=128, cost_horizon=5.0, cost_repeats=5, observations=4,
+                     observation_horizon=6.0, euler_steps=[0.1, 0.05, 0.025, 0.0125], annuli_inner=500,
+                     annuli_outer=1000, annuli_seed=0, map_iterations=1000, map_lr=0.01, map_hiddens=32,
+                     map_tol=0.001, augment_dim=1, map_seeds=[0, 1, 2], num_chunks=20),
+        "smoke": dict(minibatch_sizes=[1, 4, 16], reconstruction_horizons=[1.0, 2.0], cost_batch=16,
+                      cost_repeats=2, euler_steps=[0.1, 0.05], annuli_inner=100, annuli_outer=200,
+                      map_iterations=40, map_seeds=[0, 1], num_chunks=4),
+        "paper": dict(reconstruction_tols=[0.001, 1e-05, 1e-07, 1e-09, 1e-11], map_iterations=3000,
+                      map_seeds=[0, 1, 2, 3, 4], cost_repeats=11),
+    },
 }
 
 
@@ -145,6 +159,9 @@ CAPS: dict[str, dict] = {
     "trajectory": dict(iterations_per_step=2, snapshot_steps=[1, 2], split_steps=2, rnn_steps=2, seeds=[0, 1]),
     "latent_ode": dict(num_spirals=100, num_train=80, num_val=10, seeds=[0, 1], iterations_per_step=2, num_steps=2,
                        latent_num_steps=2),
+    "limits": dict(minibatch_sizes=[1, 2], reconstruction_tols=[0.001, 1e-05], reconstruction_horizons=[1.0],
+                   cost_batch=4, cost_repeats=1, euler_steps=[0.1, 0.05], annuli_inner=20, annuli_outer=40,
+                   map_iterations=2, map_seeds=[0, 1], num_chunks=2),
 }
 
 

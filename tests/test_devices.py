@@ -151,6 +151,16 @@ def build_cnf(device):
     return built
 
 
+def build_limits(device):
+    from nodebook.experiments import limits as ex
+    P = paper("limits")
+    built = {"toy": ex.random_field(P.toy_dim, P.toy_hiddens, device=device),
+             "observation_problem": ex.observation_problem(device=device)[:3]}
+    for task in ex.MAP_TASKS:
+        built[f"{task}_data"] = ex.map_data(task, P, device)
+    return built
+
+
 def build_benchmarks(device):
     from nodebook.experiments import benchmarks as ex
     return {"mlp_problem": ex.mlp_problem(5, device)}
@@ -158,7 +168,7 @@ def build_benchmarks(device):
 
 BUILDERS = {"solvers": build_solvers, "adjoint": build_adjoint, "mnist": build_mnist,
             "trajectory": build_trajectory, "latent_ode": build_latent_ode, "cnf": build_cnf,
-            "benchmarks": build_benchmarks}
+            "benchmarks": build_benchmarks, "limits": build_limits}
 
 
 def test_every_chapter_has_a_device_test():

@@ -32,7 +32,9 @@ from nodebook import odeint, odeint_adjoint, record_stats
 from nodebook.adjoint_state import adjoint_euler_step
 from nodebook.checkpointed import odeint_checkpointed
 from nodebook.memory import saved_tensor_bytes
-from nodebook.models.augmented import VectorField
+from nodebook.data.topology import crossing_1d, nested_annuli
+from nodebook.models.augmented import AugmentedNeuralODE, VectorField
+from nodebook.train import chunked_step, fit_chunks
 from nodebook.solvers.errors import MaxStepsError, NonFiniteError, StepSizeError
 from nodebook.utils import Timer
 
@@ -103,6 +105,68 @@ def minibatch_nfe(func, states: torch.Tensor, batch_sizes, *, t_end: float = 1.0
                      "nfe_single_max": max(single_nfe[:k]), "nfe_ratio": log.nfe_forward / mean_single,
                      "seconds_combined": timer.seconds, "seconds_single": sum(single_seconds[:k])})
     return rows
+
+
+# ------------------------------------------------------------------ 2. what an ODE cannot do
+
+MAP_TASKS = ("crossing", "annuli")
+
+
+def map_data(task: str, settings: dict, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The data of a map task: ``"crossing"`` (g(x) = -x on {-1, 1}) or ``"annuli"`` (the disk inside
+    the annulus, ``annuli_inner`` and ``annuli_outer`` points, drawn with ``annuli_seed``)."""
+    if task == "crossing":
+        return crossing_1d(device=device)
+    if task == "annuli":
+        return nested_annuli(settings["annuli_inner"], settings["annuli_outer"], seed=settings["annuli_seed"],
+                             device=device)
+    raise ValueError(f"unknown map task {task!r}; choose one of {MAP_TASKS}")
+
+
+def map_key(task: str, augment_dim: int, settings: dict, seed: int) -> dict:
+    """The checkpoint key of one :func:`fit_map` run: exactly the settings that determine it."""
+    key = dict(study="augmented", task=task, augment_dim=augment_dim, iterations=settings["map_iterations"],
+               lr=settings["map_lr"], num_hiddens=settings["map_hiddens"], tol=settings["map_tol"], seed=seed)
+    if task == "annuli":
+        key.update(inner=settings["annuli_inner"], outer=settings["annuli_outer"], data_seed=settings["annuli_seed"])
+    return key
+
+
+def fit_map(task: str, augment_dim: int, settings: dict, *, seed: int = 0, device="cpu", retrain: bool = False,
+            progress: bool = False):
+    """A Neural ODE (``augment_dim = 0``) or an augmented one fitted by mean squared error to
+    :func:`map_data` (full batch, Adam, dopri5 at ``map_tol``), or the committed run. For the crossing
+    the flow itself is the map; for the annuli a linear read-out of the whole state classifies.
+    Logs the chunk's mean ``loss`` and forward ``nfe`` per iteration. Returns ``(model, run)``."""
+    x, y = map_data(task, settings, device)
+    torch.manual_seed(seed)
+    model = AugmentedNeuralODE(x.shape[1], augment_dim, None if task == "crossing" else 1,
+                               num_hiddens=settings["map_hiddens"], method="dopri5", rtol=settings["map_tol"],
+                               atol=settings["map_tol"]).to(device)
+    chunks = settings["num_chunks"]
+
+    def loss_fn():
+        with record_stats() as log:
+            loss = ((model(x) - y) ** 2).mean()
+        return loss, {"nfe": log.nfe_forward}
+    run = fit_chunks(f"limits-{task}-aug{augment_dim}", map_key(task, augment_dim, settings, seed), model,
+                     lambda opt, _: chunked_step(loss_fn, opt, settings["map_iterations"] // chunks), chunks,
+                     optimizer="adam", lr=settings["map_lr"], retrain=retrain, progress=progress)
+    return model, run
+
+
+def map_runs(settings: dict, *, device="cpu", retrain: bool = False, progress: bool = False) -> dict:
+    """Every run of the comparison: ``{(task, augment_dim, seed): (model, run)}`` over
+    :data:`MAP_TASKS`, 0 and ``augment_dim``, and ``map_seeds``."""
+    return {(task, p, seed): fit_map(task, p, settings, seed=seed, device=device, retrain=retrain,
+                                     progress=progress)
+            for task in MAP_TASKS for p in (0, settings["augment_dim"]) for seed in settings["map_seeds"]}
+
+
+@torch.no_grad()
+def map_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The fraction of points whose output has the sign of their +-1 target."""
+    return float(((model(x) > 0) == (y > 0)).float().mean())
 
 
 # ------------------------------------------------------------------ 4. reconstruction and the three gradients
@@ -184,13 +248,14 @@ def observation_problem(num_observations: int = 4, t_end: float = 6.0, seed: int
     from z0 = (2, 0) observed at ``num_observations`` equally spaced times after 0 up to ``t_end``,
     L = sum_i ||z(t_i) - y_i||^2 / 2 against noisy targets y_i (seeded).
     Returns ``(func, z0, t, loss_fn)`` with t (num_observations + 1,) starting at 0, in ``dtype``."""
-    func = VanDerPol().to(device=device, dtype=dtype)
-    z0 = torch.tensor([2.0, 0.0], device=device, dtype=dtype)
-    t = torch.linspace(0.0, t_end, num_observations + 1, device=device, dtype=dtype)
-    with torch.no_grad():
+    func = VanDerPol().to(dtype=dtype)
+    z0 = torch.tensor([2.0, 0.0], dtype=dtype)
+    t = torch.linspace(0.0, t_end, num_observations + 1, dtype=dtype)
+    with torch.no_grad():  # the targets are data: made on the CPU, then moved with everything else
         clean = odeint(func, z0, t, rtol=1e-8, atol=1e-8)
-    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype).to(device)
-    targets = clean + 0.3 * noise
+    targets = (clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed),
+                                         dtype=dtype)).to(device)
+    func, z0, t = func.to(device), z0.to(device), t.to(device)
 
     def loss_fn(zs: torch.Tensor) -> torch.Tensor:
         return 0.5 * ((zs[1:] - targets[1:]) ** 2).sum()  # t_0 is the start, not an observation
@@ -219,6 +284,7 @@ def euler_step_gaps(func, z: torch.Tensor, a_next: torch.Tensor, steps) -> list[
             for h in steps]
 
 
-__all__ = ["VanDerPol", "random_field", "minibatch_nfe", "reconstruction_error", "gradient_errors",
+__all__ = ["VanDerPol", "random_field", "minibatch_nfe", "map_data", "map_key", "fit_map", "map_runs",
+           "map_accuracy", "MAP_TASKS", "reconstruction_error", "gradient_errors",
            "gradient_costs", "observation_problem", "backprop_state_gradients", "euler_step_gaps",
            "GRADIENT_WAYS"]
