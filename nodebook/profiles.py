@@ -131,10 +131,15 @@ SETTINGS: dict[str, dict[str, dict]] = {
                      cost_hiddens=64, cost_batch=128, cost_horizon=5.0, cost_repeats=5, observations=4,
                      observation_horizon=6.0, euler_steps=[0.1, 0.05, 0.025, 0.0125], annuli_inner=500,
                      annuli_outer=1000, annuli_seed=0, map_iterations=1000, map_lr=0.01, map_hiddens=32,
-                     map_tol=0.001, augment_dim=1, map_seeds=[0, 1, 2], num_chunks=20),
+                     map_tol=0.001, augment_dim=1, map_seeds=[0, 1, 2], num_chunks=20, odenet_tight_tol=0.0001,
+                     density_data="two moons", density_width=64, density_iterations=3000, density_batch=256,
+                     density_lr=0.001, density_tols=[0.001, 1e-05, 1e-07], density_tol=1e-05,
+                     lambdas=[0.0, 0.01, 0.1], density_seeds=[0, 1, 2], eval_tol=1e-07, test_size=5000),
         "smoke": dict(minibatch_sizes=[1, 4, 16], reconstruction_horizons=[1.0, 2.0], cost_batch=16,
                       cost_repeats=2, euler_steps=[0.1, 0.05], annuli_inner=100, annuli_outer=200,
-                      map_iterations=40, map_seeds=[0, 1], num_chunks=4),
+                      map_iterations=40, map_seeds=[0, 1], num_chunks=4, density_width=8, density_iterations=20,
+                      density_batch=64, density_tols=[0.001, 1e-05], lambdas=[0.0, 0.1], density_seeds=[0, 1],
+                      eval_tol=1e-05, test_size=256),
         "paper": dict(reconstruction_tols=[0.001, 1e-05, 1e-07, 1e-09, 1e-11], map_iterations=3000,
                       map_seeds=[0, 1, 2, 3, 4], cost_repeats=11),
     },
@@ -161,7 +166,8 @@ CAPS: dict[str, dict] = {
                        latent_num_steps=2),
     "limits": dict(minibatch_sizes=[1, 2], reconstruction_tols=[0.001, 1e-05], reconstruction_horizons=[1.0],
                    cost_batch=4, cost_repeats=1, euler_steps=[0.1, 0.05], annuli_inner=20, annuli_outer=40,
-                   map_iterations=2, map_seeds=[0, 1], num_chunks=2),
+                   map_iterations=2, map_seeds=[0, 1], num_chunks=2, density_iterations=2, density_batch=16,
+                   test_size=32),
 }
 
 

@@ -76,3 +76,18 @@ def test_euler_gaps_are_first_order():
     func, z0, _, _ = ex.observation_problem()
     gaps = ex.euler_step_gaps(func, z0, torch.tensor([1.0, -0.5], dtype=torch.float64), [0.1, 0.05, 0.025])
     assert all(abs(a / b - 2) < 0.1 for a, b in zip(gaps, gaps[1:]))
+
+
+def test_density_runs_share_the_unpenalised_run_and_evaluate(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(density_data="two moons", density_width=4, density_iterations=4, density_batch=16,
+                    density_lr=1e-3, density_tols=[1e-3, 1e-5], density_tol=1e-5, lambdas=[0.0, 0.1],
+                    density_seeds=[0], num_chunks=2, eval_tol=1e-6, test_size=32)
+    runs = ex.density_runs(settings)
+    assert set(runs) == {(1e-3, 0.0, 0), (1e-5, 0.0, 0), (1e-5, 0.1, 0)}  # (1e-5, 0) serves both studies
+    assert len(list(tmp_path.glob("*.pt"))) == 3 and all("nfe" in run.history[0] for _, run in runs.values())
+    key = ex.density_key(settings, 1e-5, 0.1, 0)
+    assert key["lambda_kinetic"] == key["lambda_jacobian"] == 0.1 and key["tol"] == 1e-5
+    scores = ex.evaluate_density(runs, settings)
+    assert all(v["nfe"] > 0 and v["kinetic"] >= 0 and v["jacobian"] >= 0 and math.isfinite(v["nll"])
+               for v in scores.values())

@@ -23,6 +23,7 @@ trained MNIST ODE-Net's block (``nodebook.experiments.mnist``).
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import torch
@@ -33,6 +34,9 @@ from nodebook.adjoint_state import adjoint_euler_step
 from nodebook.checkpointed import odeint_checkpointed
 from nodebook.memory import saved_tensor_bytes
 from nodebook.data.topology import crossing_1d, nested_annuli
+from nodebook.data.toy2d import sample
+from nodebook.models.cnf import CNF, PlanarDynamics
+from nodebook.models.regularised import cnf_log_prob_regularised, regularisation_loss
 from nodebook.models.augmented import AugmentedNeuralODE, VectorField
 from nodebook.train import chunked_step, fit_chunks
 from nodebook.solvers.errors import MaxStepsError, NonFiniteError, StepSizeError
@@ -169,6 +173,74 @@ def map_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(((model(x) > 0) == (y > 0)).float().mean())
 
 
+# ------------------------------------------------------------------ 3 and 6: a CNF's tolerance and regularised dynamics
+
+def density_key(settings: dict, tol: float, lam: float, seed: int) -> dict:
+    """The checkpoint key of one :func:`fit_density` run."""
+    return dict(study="density", data=settings["density_data"], width=settings["density_width"],
+                iterations=settings["density_iterations"], batch_size=settings["density_batch"],
+                lr=settings["density_lr"], tol=tol, lambda_kinetic=lam, lambda_jacobian=lam, seed=seed)
+
+
+def fit_density(settings: dict, *, tol: float, lam: float = 0.0, seed: int = 0, device="cpu",
+                retrain: bool = False, progress: bool = False):
+    """A planar CNF (``density_width`` units, analytic trace) fitted by maximum likelihood to
+    ``density_data`` with dopri5 at rtol = atol = ``tol``, and Finlay et al.'s kinetic and Jacobian
+    penalties weighted ``lam`` each (0: none; :func:`nodebook.models.regularised.cnf_log_prob_regularised`),
+    or the committed run. Logs the chunk's mean ``nll`` and forward ``nfe`` per iteration.
+    Returns ``(model, run)``."""
+    torch.manual_seed(seed)
+    model = CNF(PlanarDynamics(2, settings["density_width"]), trace="analytic", method="dopri5",
+                rtol=tol, atol=tol).to(device)
+    chunks, batch = settings["num_chunks"], settings["density_batch"]
+
+    def loss_fn():
+        x = sample(settings["density_data"], batch).to(device)
+        with record_stats() as log:
+            if lam > 0:
+                logp, kinetic, jacobian = cnf_log_prob_regularised(model, x)
+            else:
+                logp = model.log_prob(x)
+        nll = -logp.mean()
+        loss = nll + regularisation_loss(kinetic, jacobian, lam, lam) if lam > 0 else nll
+        return loss, {"nll": nll.item(), "nfe": log.nfe_forward}
+    run = fit_chunks(f"limits-density-tol{tol:g}-lam{lam:g}", density_key(settings, tol, lam, seed), model,
+                     lambda opt, _: chunked_step(loss_fn, opt, settings["density_iterations"] // chunks), chunks,
+                     optimizer="adam", lr=settings["density_lr"], retrain=retrain, progress=progress)
+    return model, run
+
+
+def density_runs(settings: dict, *, device="cpu", retrain: bool = False, progress: bool = False) -> dict:
+    """Both studies' runs, ``{(tol, lam, seed): (model, run)}``: every training tolerance of
+    ``density_tols`` without penalties, and every weight of ``lambdas`` at ``density_tol``, for each
+    seed of ``density_seeds`` (the run at ``density_tol`` without penalties serves both)."""
+    keys = [(tol, 0.0) for tol in settings["density_tols"]]
+    keys += [(settings["density_tol"], float(lam)) for lam in settings["lambdas"] if (settings["density_tol"], lam) not in keys]
+    return {(tol, lam, seed): fit_density(settings, tol=tol, lam=lam, seed=seed, device=device, retrain=retrain,
+                                          progress=progress)
+            for seed in settings["density_seeds"] for tol, lam in keys}
+
+
+def evaluate_density(runs: dict, settings: dict, *, device="cpu") -> dict:
+    """Per run: ``nll`` (test NLL on ``test_size`` fresh points at ``eval_tol``), and at the run's own
+    training tolerance the forward ``nfe`` of that test solve and the mean ``kinetic`` and ``jacobian``
+    energies of the flow (the penalties' integrals, whether or not the run was penalised)."""
+    x = sample(settings["density_data"], settings["test_size"],
+               generator=torch.Generator().manual_seed(settings["density_seeds"][0] + 1)).to(device)
+    out = {}
+    for key, (model, _) in runs.items():
+        tol = key[0]
+        with torch.no_grad():
+            model.use_solver("dopri5", settings["eval_tol"], settings["eval_tol"])
+            nll = -model.log_prob(x).mean().item()
+            model.use_solver("dopri5", tol, tol)
+            with record_stats() as log:
+                _, kinetic, jacobian = cnf_log_prob_regularised(model, x)
+        out[key] = {"nll": nll, "nfe": log.nfe_forward, "kinetic": kinetic.mean().item(),
+                    "jacobian": jacobian.mean().item()}
+    return out
+
+
 # ------------------------------------------------------------------ 4. reconstruction and the three gradients
 
 @torch.no_grad()
@@ -285,6 +357,32 @@ def euler_step_gaps(func, z: torch.Tensor, a_next: torch.Tensor, steps) -> list[
 
 
 __all__ = ["VanDerPol", "random_field", "minibatch_nfe", "map_data", "map_key", "fit_map", "map_runs",
-           "map_accuracy", "MAP_TASKS", "reconstruction_error", "gradient_errors",
+           "map_accuracy", "MAP_TASKS", "density_key", "fit_density", "density_runs", "evaluate_density", "reconstruction_error", "gradient_errors",
            "gradient_costs", "observation_problem", "backprop_state_gradients", "euler_step_gaps",
            "GRADIENT_WAYS"]
+
+
+def main(argv=None) -> None:
+    """Train the chapter's runs at a profile in the background (resumable): the augmented-ODE maps
+    and the CNF tolerance and regularisation runs. (The MNIST ODE-Net at the tighter tolerance trains
+    with ``python -m nodebook.experiments.mnist --model odenet --tol 1e-4``.)"""
+    from nodebook.profiles import get_profile
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="book")
+    parser.add_argument("--parts", nargs="*", choices=("maps", "density"), default=["maps", "density"])
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = get_profile("limits", args.profile)
+    if "maps" in args.parts:
+        for key, (_, run) in map_runs(settings, progress=True).items():
+            print(key, f"final MSE {run.history[-1]['loss']:.4f}", flush=True)
+    if "density" in args.parts:
+        for key, (_, run) in density_runs(settings, progress=True).items():
+            print(key, f"final training NLL {run.history[-1]['nll']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -449,6 +449,8 @@ def main(argv=None) -> None:
     parser.add_argument("--augment", help="override the recipe's augmentation ('none', 'crop', 'affine')")
     parser.add_argument("--method", help="ODE models: override the training solver's method (e.g. rk4)")
     parser.add_argument("--step-size", type=float, help="ODE models: a fixed step size for --method")
+    parser.add_argument("--tol", type=float, help="ODE models: override the adaptive solver's tolerance "
+                        "(e.g. 1e-4 for the limits chapter's tighter ODE-Net)")
     parser.add_argument("--validation", type=int, default=0,
                         help="hold out this many training images and evaluate on them (recipe tuning)")
     parser.add_argument("--num-train", type=int, help="use only the first N training images")
@@ -474,6 +476,8 @@ def main(argv=None) -> None:
     solver = ADAPTIVE.get(args.model)
     if solver is not None and args.method:
         solver = replace(solver, method=args.method, step_size=args.step_size)
+    if solver is not None and args.tol is not None:
+        solver = replace(solver, tol=args.tol)
     rank, size = world()
     if rank == 0:
         print(f"{args.model}: {recipe}, {solver} on {data} ({device}, {size} process(es), "
