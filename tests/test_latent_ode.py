@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from nodebook.data.spirals import cubic_spiral, make_spirals, sample_observations
+from nodebook.data.spirals import cubic_spiral, make_spirals, sample_observations, to_device
 from nodebook.experiments import latent_ode as experiments
 from nodebook.experiments.latent_ode import latent_train_step
 from nodebook.train import with_validation
@@ -315,7 +315,8 @@ def test_rmse_at_a_tight_tolerance_in_float64_leaves_the_model_alone(batch):
     assert model.solver["rtol"] == 1e-3 and next(model.parameters()).dtype == torch.float32
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, before[k], rtol=0, atol=0)
-    assert experiments.as_float64(obs).y.dtype == torch.float64 and experiments.as_float64(obs).index.dtype == torch.long
+    wide = to_device(obs, dtype=torch.float64)
+    assert wide.y.dtype == torch.float64 and wide.index.dtype == torch.long
     with pytest.raises(ValueError, match="rtol and atol"):
         experiments.latent_rmse_at_tolerance(model, 30, data, 0, 0.0, 1e-8)
 

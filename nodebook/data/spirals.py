@@ -208,8 +208,11 @@ def rmse(prediction: torch.Tensor, target: torch.Tensor) -> float:
     return float(torch.sqrt(torch.mean((prediction - target) ** 2)))
 
 
-def to_device(data, device):
+def to_device(data, device=None, dtype: torch.dtype | None = None):
     """A copy of a :class:`Trajectory`, :class:`SpiralData` or :class:`Observations` with every
-    tensor on ``device`` (the same object's tensors where they are already there)."""
-    return replace(data, **{f.name: getattr(data, f.name).to(device) for f in fields(data)
+    tensor on ``device`` and, given a ``dtype``, every floating-point tensor in it (integer indices
+    keep theirs); the same object's tensors where nothing changes."""
+    def move(x: torch.Tensor) -> torch.Tensor:
+        return x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else None)
+    return replace(data, **{f.name: move(getattr(data, f.name)) for f in fields(data)
                             if isinstance(getattr(data, f.name), torch.Tensor)})

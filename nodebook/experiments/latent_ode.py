@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-from dataclasses import fields, replace
 
 import torch
 
@@ -276,13 +275,6 @@ def evaluate_run(kind: str, model: torch.nn.Module, n: int, test: SpiralData, se
     return out
 
 
-def as_float64(data):
-    """A copy of a :class:`SpiralData` or :class:`Observations` with its floating-point tensors in float64."""
-    return replace(data, **{f.name: getattr(data, f.name).double() for f in fields(data)
-                            if isinstance(getattr(data, f.name), torch.Tensor)
-                            and getattr(data, f.name).is_floating_point()})
-
-
 @torch.no_grad()
 def latent_rmse_at_tolerance(model: latent_ode.LatentODE, n: int, test: SpiralData, seed: int, rtol: float,
                              atol: float) -> float:
@@ -293,8 +285,8 @@ def latent_rmse_at_tolerance(model: latent_ode.LatentODE, n: int, test: SpiralDa
         raise ValueError(f"rtol and atol must be positive, got {rtol} and {atol}")
     model64 = copy.deepcopy(model).double()
     model64.solver.update(rtol=rtol, atol=atol)
-    test64 = as_float64(test)
-    obs = as_float64(test_observations(test, n, seed))
+    test64 = to_device(test, dtype=torch.float64)
+    obs = to_device(test_observations(test, n, seed), dtype=torch.float64)
     return rmse(predict("latent ODE", model64, obs, test64), test64.y_true[:, test64.num_observed:])
 
 
