@@ -1,6 +1,6 @@
 """MNIST training speed (``make bench``): this machine's convolution throughput against the ODE-Net's
-dynamics, and one training step of every Table 1 model, per thread count. Writes ``benchmarks/mnist.json``,
-which the MNIST chapter renders::
+dynamics, and one training step of every Table 1 model, per thread count. Writes ``benchmarks/mnist.json``
+(the MNIST chapter measures the same throughput and reads epoch times from its training logs)::
 
     python benchmarks/bench_mnist.py [--threads 1 2] [--out PATH]
 """

@@ -98,3 +98,29 @@ def test_command_line_runs_written_as_a_profile_give_the_same_checkpoints():
         assert experiments.run_key(kind, 0, experiments.ADAPTIVE.get(kind), cli_probe) == \
             experiments.run_key(kind, 0, experiments.solver_from(settings, kind), chapter_probe,
                                 settings["probe_every"] if chapter_probe else 0), kind
+
+
+def test_the_book_profile_is_the_command_line_recipe_and_its_runs_are_committed():
+    """The chapter's book profile holds command_line_settings(), and for every model of Table 1 (and the
+    stem) a finished checkpoint trained with exactly the book profile's recipe and solver is committed."""
+    import dataclasses
+
+    from nodebook.profiles import get_profile
+    from nodebook.utils import REPO_ROOT
+
+    book = get_profile("mnist", "book")
+    assert {k: book[k] for k in experiments.command_line_settings()} == experiments.command_line_settings()
+    for kind in experiments.KINDS:
+        solver = experiments.solver_from(book, kind)
+        want = dict(experiments.run_key(kind, 0, solver, book.probe_size if kind == "odenet" else 0,
+                                        book.probe_every if kind == "odenet" else 0),
+                    recipe=dataclasses.asdict(experiments.recipe_from(book, kind)), num_train=60000,
+                    data="MNIST (original idx files, MD5-verified)")
+        found = []
+        for path in (REPO_ROOT / "checkpoints").glob(f"mnist-{kind}-*.pt"):
+            if path.name.endswith(".last.pt"):
+                continue
+            saved = torch.load(path, map_location="cpu", weights_only=True)["settings"]
+            if {k: saved.get(k) for k in want} == want and saved["num_steps"] == want["recipe"]["num_epochs"]:
+                found.append(path.name)
+        assert len(found) == 1, (kind, found)
