@@ -123,7 +123,8 @@ def test_template_has_every_mandatory_cell():
 
 def test_every_profile_is_a_chapter():
     names = {chapter_name(nb) for nb in toc_chapters() if nb.stem[:2].isdigit()}
-    assert names == set(SETTINGS), (names, set(SETTINGS))
+    drafts = {"limits"}  # drafts/08_limits.ipynb: its profile lands before the chapter (drafts/README.md)
+    assert names | drafts == set(SETTINGS), (names, set(SETTINGS))
 
 
 class TestHarnessBites:

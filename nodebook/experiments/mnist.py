@@ -65,6 +65,7 @@ CONV_RECIPE = Recipe(num_epochs=20, batch_size=128, lr=0.1, momentum=0.9, nester
 MLP_RECIPE = replace(CONV_RECIPE, num_epochs=30, augment=None)
 ADAPTIVE = {"odenet": Solver("dopri5", 1e-3, None, adjoint=True),
             "rknet": Solver("dopri5", 1e-3, None, adjoint=False)}
+COMMITTED_DEVICE = "cpu"  # where the committed Table 1 runs trained (results of loaded runs name it)
 PROBE_SIZE = 256  # test images whose forward NFE the command-line runs log after every epoch
 
 
