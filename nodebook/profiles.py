@@ -168,7 +168,7 @@ CAPS: dict[str, dict] = {
     "latent_ode": dict(num_spirals=100, num_train=80, num_val=10, seeds=[0, 1], iterations_per_step=2, num_steps=2,
                        latent_num_steps=2),
     "limits": dict(minibatch_sizes=[1, 2],
-                   cost_batch=4, cost_repeats=1, euler_steps=[0.1, 0.05], annuli_inner=20, annuli_outer=40,
+                   cost_batch=4, cost_repeats=1, annuli_inner=20, annuli_outer=40,
                    map_iterations=2, map_seeds=[0, 1], num_chunks=2, density_iterations=2, density_batch=16,
                    test_size=32),
 }
