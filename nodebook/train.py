@@ -387,3 +387,15 @@ def fit(name: str, key: dict, model: torch.nn.Module, data, recipe: Recipe, *, r
     finally:
         for bar in bars:
             bar.close()
+
+
+def training_curves(runs: dict, key: str, panel_of, label_of, iterations_of) -> dict:
+    """``{(panel, label): (iterations, values)}`` of history column ``key`` for
+    :func:`nodebook.plotting.plot_curves`: ``runs`` maps keys to ``(model, run)``; a run of
+    ``iterations_of(key)`` iterations logs one row per equal chunk, placed at the iteration it ends on."""
+    curves = {}
+    for name, (_, run) in runs.items():
+        per_chunk = iterations_of(name) / len(run.history)
+        curves[panel_of(name), label_of(name)] = ([(row["step"] + 1) * per_chunk for row in run.history],
+                                                  [row[key] for row in run.history])
+    return curves

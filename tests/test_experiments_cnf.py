@@ -9,6 +9,7 @@ import torch
 from nodebook.checkpoint import _normalise, settings_key
 from nodebook.data import toy2d
 from nodebook.experiments import cnf as ex
+from nodebook.train import training_curves
 from nodebook.models.cnf import CNF, PlanarDynamics
 from nodebook.models.planar import PlanarFlow
 from nodebook.profiles import get_profile
@@ -191,7 +192,7 @@ def test_cost_and_tuning_tables_and_curves():
             ("wave (U2)", "cnf", 2): (None, Run("b", Path("b.pt"), "loaded", rows))}
     table = ex.cost_table(runs, lambda key: f"{key[1]}{key[2]}").data
     assert "| cnf2 | 2 | 2.0 | 20 → 23 |" in table  # 4 chunks of 30 s = 2 minutes per run
-    curves = ex.training_curves(runs, "kl", lambda key: key[0], lambda key: key[1], lambda key: 400)
+    curves = training_curves(runs, "kl", lambda key: key[0], lambda key: key[1], lambda key: 400)
     assert curves["ring (U1)", "cnf"] == ([100, 200, 300, 400], [1.0, 0.5, 1 / 3, 0.25])
     tuned = {"nf": {"choice": ("adam", 0.001), "kl": {("adam", 0.001): 0.1, ("rmsprop", 0.003): 0.2}}}
     assert "| NF | adam | 0.001 | **0.1000** |" in ex.tuning_table(tuned).data

@@ -458,18 +458,6 @@ def nll_seed_table(summary: dict, width: int, seeds: int):
                            for d in data_sets] + [["seeds", seeds, seeds]])
 
 
-def training_curves(runs: dict, key: str, panel_of, label_of, iterations_of) -> dict:
-    """``{(panel, label): (iterations, values)}`` of history column ``key`` for
-    :func:`nodebook.plotting.cnf.plot_curves`: ``runs`` maps keys to ``(model, run)``; a run of
-    ``iterations_of(key)`` iterations logs one row per equal chunk, placed at the iteration it ends on."""
-    curves = {}
-    for name, (_, run) in runs.items():
-        per_chunk = iterations_of(name) / len(run.history)
-        curves[panel_of(name), label_of(name)] = ([(row["step"] + 1) * per_chunk for row in run.history],
-                                                  [row[key] for row in run.history])
-    return curves
-
-
 def hutchinson_table(dims, cost: dict, spread: dict, zscores: dict):
     """Per dimension: seconds per iteration of both traces, their ratio, the spread of the estimate
     per noise and the largest |z| of its mean against the exact value."""

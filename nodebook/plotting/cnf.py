@@ -142,22 +142,3 @@ def plot_estimator_spread(dims, spread: dict):
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def plot_curves(curves: dict, ylabel: str, logy: bool = True):
-    """Training curves, one panel per ``panel``: ``curves`` maps ``(panel, label)`` to
-    ``(iterations, values)`` (see :func:`nodebook.experiments.cnf.training_curves`)."""
-    panels = list(dict.fromkeys(panel for panel, _ in curves))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3), sharey=True, squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        for (p, label), (x, y) in curves.items():
-            if p == panel:
-                ax.plot(x, y, label=label, lw=1.2)
-        ax.set_title(panel, fontsize=9)
-        ax.set_xlabel("iteration")
-        if logy:
-            ax.set_yscale("log")
-    axes[0, 0].set_ylabel(ylabel)
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
