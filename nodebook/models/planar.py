@@ -80,11 +80,30 @@ class PlanarFlow(nn.Module):
         self.layers = nn.ModuleList(PlanarLayer(dim) for _ in range(num_layers))
 
     def forward(self, z: torch.Tensor, start: int = 0, stop: int | None = None):
-        """Apply layers ``start..stop-1`` (default all): z [N, D] -> (y [N, D], summed logdet [N])."""
-        logdet = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-        for layer in self.layers[start:stop]:
-            z, ld = layer(z)
-            logdet = logdet + ld
+        """Apply layers ``start..stop-1`` (default all): z [N, D] -> (y [N, D], summed logdet [N]).
+
+        The same maps as calling each :class:`PlanarLayer` in turn, with the work that does not
+        depend on z done once for all layers: the K projections ``u_hat`` and ``w . u_hat`` before
+        the loop, the K log-determinants in one call after it. The loop keeps only the
+        sequential part (two fused operations and a tanh a layer), so a deep flow trains about
+        twice as fast on a CPU, where each small operation costs more than its arithmetic.
+        """
+        layers = self.layers[start:stop]
+        if len(layers) == 0:
+            return z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        u = torch.stack([layer.u for layer in layers])  # [K, D]
+        w = torch.stack([layer.w for layer in layers])  # [K, D]
+        b = torch.stack([layer.b for layer in layers])  # [K]
+        wu = (w * u).sum(1)
+        u_hat = u + ((F.softplus(wu) - 1 - wu) / (w * w).sum(1))[:, None] * w
+        hs = []
+        for w_k, b_k, u_k in zip(w.unbind(0), b.unbind(0), u_hat.unbind(0)):
+            h = torch.tanh(torch.addmv(b_k, z, w_k))
+            z = torch.addcmul(z, h[:, None], u_k)
+            hs.append(h)
+        h = torch.stack(hs)  # [K, N]
+        wu_hat = (w * u_hat).sum(1)
+        logdet = torch.log((1 + (1 - h ** 2) * wu_hat[:, None]).abs() + 1e-12).sum(0)
         return z, logdet
 
     @torch.no_grad()
