@@ -1,12 +1,10 @@
 """The CNF chapter's runs, evaluations, tables and Hutchinson study (nodebook.experiments.cnf)."""
 
 from functools import partial
-from itertools import product
 
 import pytest
 import torch
 
-from nodebook.checkpoint import _normalise, settings_key
 from nodebook.data import toy2d
 from nodebook.experiments import cnf as ex
 from nodebook.train import training_curves
@@ -23,53 +21,65 @@ def test_slugs_name_targets_and_data_sets():
 
 def test_run_keys_hold_exactly_what_determines_a_run():
     book = get_profile("cnf", "book")
-    nf = ex.run_key({"target": "ring"}, "nf", 8, 4000, 128, book, 0)
-    assert nf == dict(target="ring", kind="nf", width=8, iterations=4000, batch_size=128, lr=book.lr_nf, seed=0)
-    cnf = ex.run_key({"data": "two_moons"}, "cnf", 64, 1500, 256, book, 0)
-    assert cnf == dict(data="two_moons", kind="cnf", width=64, iterations=1500, batch_size=256, lr=book.lr_cnf,
-                       seed=0, method="rk4", step_size=book.train_step_size)  # rk4 ignores the tolerance
-    paper = get_profile("cnf", "paper")  # adaptive training solver: the tolerance matters, no step size
-    assert ex.solver_key(paper) == {"method": "dopri5", "tol": paper.train_tol}
+    nf = ex.run_key({"target": "ring"}, "nf", 32, 50000, 128, book, 0, ("adam", 0.001))
+    assert nf == dict(target="ring", kind="nf", width=32, iterations=50000, batch_size=128, lr=0.001, seed=0,
+                      optimizer="adam", anneal_iterations=book.anneal_iterations)
+    ml = ex.run_key({"data": "two_moons"}, "cnf", 64, 10000, 256, book, 1, ("adam", 0.003))
+    assert ml == dict(data="two_moons", kind="cnf", width=64, iterations=10000, batch_size=256, lr=0.003, seed=1,
+                      optimizer="adam", method="dopri5", tol=1e-05)  # no annealing in maximum likelihood
+    smoke = get_profile("cnf", "smoke")  # a fixed-step training solver: the step size matters, no tolerance
+    assert ex.solver_key(smoke) == {"method": "rk4", "step_size": smoke.train_step_size}
     # settings of other runs, of the evaluation or of the Hutchinson study leave the keys alone
-    other = dict(book, lr_cnf=0.5, train_step_size=0.5, eval_tol=0.1, hutch_dims=[3], widths=[1], num_chunks=3)
-    assert ex.run_key({"target": "ring"}, "nf", 8, 4000, 128, other, 0) == nf
-    assert ex.run_key({"data": "two_moons"}, "cnf", 64, 1500, 256, dict(other, lr_cnf=book.lr_cnf,
-                      train_step_size=book.train_step_size), 0) == cnf
+    other = dict(book, train_step_size=0.5, eval_tol=0.1, hutch_dims=[3], widths=[1], num_chunks=3,
+                 optimizers_nf=[["sgd", 1.0]])
+    assert ex.run_key({"target": "ring"}, "nf", 32, 50000, 128, other, 0, ("adam", 0.001)) == nf
+    assert ex.run_key({"data": "two_moons"}, "cnf", 64, 10000, 256, other, 1, ("adam", 0.003)) == ml
 
 
-def _book_checkpoint_names():
+def test_the_book_profile_trains_as_the_issue_asks():
+    """The CNF adaptively at the paper's tolerance, the NF at least as many iterations, three seeds."""
+    book = get_profile("cnf", "book")
+    assert book.train_method == "dopri5" and book.train_tol == 1e-05
+    assert book.match_iterations_nf >= book.match_iterations_cnf and book.ml_iterations_nf >= book.ml_iterations_cnf
+    assert len(book.ml_seeds) >= 3 and len(book.hutch_seeds) >= 3
+
+
+def test_every_book_run_loads_from_a_committed_checkpoint(monkeypatch):
+    """Every run of the chapter at ``book`` loads (no training: NODEBOOK_NO_TRAIN), and no other
+    CNF checkpoint is committed."""
+    monkeypatch.setenv("NODEBOOK_NO_TRAIN", "1")
+    monkeypatch.delenv("NODEBOOK_CHECKPOINTS", raising=False)
     P = get_profile("cnf", "book")
-
-    def name(prefix, key):
-        return f"{prefix}-{settings_key(_normalise(dict(key, num_steps=P.num_chunks)))}.pt"
-
-    for target, kind, width in product(toy2d.TARGETS, ex.KINDS, P.widths):
-        iterations = P.match_iterations_cnf if kind == "cnf" else P.match_iterations_nf
-        key = ex.run_key({"target": ex.slug(target)}, kind, width, iterations, P.batch_size, P, 0)
-        yield name(f"cnf-match-{ex.slug(target)}-{kind}{width}", key)
-    for data, kind in product(toy2d.SAMPLERS, ex.KINDS):
-        iterations = P.ml_iterations_cnf if kind == "cnf" else P.ml_iterations_nf
-        key = ex.run_key({"data": ex.slug(data)}, kind, P.ml_width, iterations, P.ml_batch_size, P, 0)
-        yield name(f"cnf-ml-{ex.slug(data)}-{kind}{P.ml_width}", key)
-
-
-def test_every_book_run_has_its_committed_checkpoint():
-    names = list(_book_checkpoint_names())
-    assert len(names) == 22
-    missing = [n for n in names if not (REPO_ROOT / "checkpoints" / n).exists()]
-    assert not missing, missing
+    used = set()
+    optimizers = {}
+    for kind in ex.KINDS:
+        tuned = ex.tune_optimizer(kind, P)
+        assert set(tuned["kl"]) == {tuple(o) for o in P[f"optimizers_{kind}"]}
+        optimizers[kind] = tuned["choice"]
+    runs = list(ex.density_matching_runs(P, optimizers).values())
+    runs += [ex.annealing_ablation(P, optimizers["nf"])]
+    for seed in P.ml_seeds:
+        runs += list(ex.max_likelihood_runs(P, optimizers, seed=seed).values())
+    runs += list(ex.hutchinson_training_runs(P).values())
+    for kind in ex.KINDS:
+        for name, lr in P[f"optimizers_{kind}"]:
+            runs.append(ex.match_density(P.tune_target, kind, max(P.widths), P, (name, lr)))
+    assert all(run.source == "loaded" for _, run in runs)
+    used = {run.path.name for _, run in runs}
+    committed = {p.name for p in (REPO_ROOT / "checkpoints").glob("cnf-*.pt")}
+    assert committed == used
 
 
 def test_runs_train_then_load_from_their_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
     settings = dict(get_profile("cnf", "smoke"), match_iterations_cnf=4, match_iterations_nf=4,
                     ml_iterations_cnf=4, ml_iterations_nf=4, batch_size=16, ml_batch_size=16, widths=[2])
-    model, run = ex.match_density("wave (U2)", "cnf", 2, settings)
+    model, run = ex.match_density("wave (U2)", "cnf", 2, settings, ("adam", 0.003))
     assert run.source == "trained" and len(run.history) == settings["num_chunks"]
-    again, loaded = ex.match_density("wave (U2)", "cnf", 2, settings)
+    again, loaded = ex.match_density("wave (U2)", "cnf", 2, settings, ("adam", 0.003))
     assert loaded.source == "loaded" and loaded.history == run.history
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    model, run = ex.fit_max_likelihood("two moons", "nf", settings)
+    model, run = ex.fit_max_likelihood("two moons", "nf", settings, ("rmsprop", 0.003))
     assert isinstance(model, PlanarFlow) and "nll" in run.history[0]
     assert sorted(p.name.split("-")[2] for p in tmp_path.glob("*.pt")) == ["two_moons", "wave"]
 
@@ -88,7 +98,7 @@ def test_evaluation_and_tables():
     stages, _ = ex.stage_pictures(ml, settings)
     samples, densities = stages["two moons", "cnf"]
     assert len(samples) == 2 and samples[0].shape == (8, 2) and densities[1].shape == (36,)
-    assert "| two moons |" in ex.nll_table(nll, 4).data
+    assert "| two moons |" in ex.nll_seed_table(ex.nll_over_seeds({0: nll, 1: nll}), 4, 2).data
     table = ex.summary_table(kl, nll, 2, 4, 3.0, 8).data
     assert "KL, ring (U1), CNF M=2" in table and "3.0×" in table
 
@@ -127,20 +137,6 @@ def test_annealing_weight_rises_from_a_hundredth_to_one():
         ex.annealing_weight(0, -1)
 
 
-def test_recipe_keys_hold_the_optimizer_and_the_annealing():
-    recipe = ex.command_line_settings()
-    key = ex.run_key({"target": "ring"}, "nf", 32, 20000, 128, recipe, 0, ("adam", 0.001))
-    assert key == dict(target="ring", kind="nf", width=32, iterations=20000, batch_size=128, lr=0.001, seed=0,
-                       optimizer="adam", anneal_iterations=recipe["anneal_iterations"])
-    ml = ex.run_key({"data": "two_moons"}, "cnf", 64, 10000, 256, recipe, 1, ("adam", 0.003))
-    assert ml == dict(data="two_moons", kind="cnf", width=64, iterations=10000, batch_size=256, lr=0.003, seed=1,
-                      optimizer="adam", method="dopri5", tol=1e-05)  # no annealing in maximum likelihood
-    # the recipe trains the CNF adaptively at the paper's tolerance, the NF at least as long
-    assert recipe["train_method"] == "dopri5" and recipe["train_tol"] == 1e-05
-    assert recipe["match_iterations_nf"] >= recipe["match_iterations_cnf"]
-    assert recipe["ml_iterations_nf"] >= recipe["ml_iterations_cnf"] and len(recipe["ml_seeds"]) >= 3
-
-
 def test_annealed_step_resumes_its_schedule_and_logs_the_kl(monkeypatch):
     seen = []
     real = ex.annealing_weight
@@ -159,7 +155,7 @@ def test_annealed_step_resumes_its_schedule_and_logs_the_kl(monkeypatch):
 
 def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
-    settings = dict(ex.command_line_settings(), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
+    settings = dict(get_profile("cnf", "book"), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
                     optimizers_nf=[["adam", 1e-3], ["sgd", 1e9]])  # the absurd rate diverges or does worse
     finals = {}
     real = ex.match_density
@@ -257,7 +253,7 @@ def test_trained_trace_table():
 
 def test_the_annealing_ablation_differs_from_its_run_only_in_the_annealing(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
-    settings = dict(ex.command_line_settings(), widths=[2, 3], match_iterations_nf=4, num_chunks=2, batch_size=8)
+    settings = dict(get_profile("cnf", "book"), widths=[2, 3], match_iterations_nf=4, num_chunks=2, batch_size=8)
     _, ablation = ex.annealing_ablation(settings, ("adam", 0.001))
     _, annealed = ex.match_density(ex.ABLATION_TARGET, "nf", 3, settings, optimizer=("adam", 0.001))
     keys = [torch.load(run.path, weights_only=False)["settings"] for run in (ablation, annealed)]

@@ -1,8 +1,9 @@
 """Figures 4-6 of the paper and the Hutchinson study: the runs of chapter ``06_cnf``.
 
-Density matching (Fig. 4): a planar CNF (Adam) and a planar NF (RMSprop) fitted
-by reverse KL to the unnormalised targets of :mod:`nodebook.data.toy2d`, one
-run per (target, family, width). Maximum likelihood (Fig. 5/6): both families
+Density matching (Fig. 4): a planar CNF and a planar NF fitted by the annealed
+reverse KL to the unnormalised targets of :mod:`nodebook.data.toy2d`, one run
+per (target, family, width), each family with the optimizer and rate its sweep
+chose (:func:`tune_optimizer`). Maximum likelihood (Fig. 5/6): both families
 fitted to *two circles* and *two moons*. Every run goes through
 :func:`nodebook.checkpoint.load_or_train`, keyed by :func:`run_key`: exactly the
 settings that determine it (for the NF the solver plays no part; for the CNF
@@ -116,25 +117,6 @@ def solver_key(settings: dict) -> dict:
     return {"method": method, "step_size": settings["train_step_size"]}
 
 
-OPTIMIZER = {"cnf": "adam", "nf": "rmsprop"}  # as in the paper (Sec. 4.1); the recipe tunes its own
-
-# The converged recipe (issue 12), trained from the command line (``python -m nodebook.experiments.cnf``):
-# the book profile's settings with these values, which become the book profile when its checkpoints are
-# committed. Both families anneal the reverse KL over the same first ``anneal_iterations``, each gets the
-# optimizer and rate of its grid (``optimizers_nf``, ``optimizers_cnf``) with the lowest final KL at the
-# largest width on ``tune_target``, the NF several times the CNF's iterations (an NF iteration is cheaper:
-# together its runs train at least as long), the CNF trains with dopri5 at the paper's 1e-5, and the
-# maximum-likelihood runs are repeated over ``ml_seeds``.
-RECIPE = dict(match_iterations_cnf=10000, match_iterations_nf=50000, train_method="dopri5", train_step_size=None,
-              train_tol=1e-05, num_chunks=50, ml_iterations_cnf=10000, ml_iterations_nf=30000, ml_batch_size=256)
-
-
-def command_line_settings() -> dict:
-    """The book profile's settings with :data:`RECIPE` applied: what the command line trains."""
-    from nodebook.profiles import get_profile
-    return dict(get_profile("cnf", "book"), **RECIPE)
-
-
 def annealing_weight(iteration: int, anneal_iterations: int) -> float:
     """The weight beta of the target in the annealed reverse KL at ``iteration`` (counted from 0):
     rising linearly from 0.01 to 1 over ``anneal_iterations`` (Rezende & Mohamed 2015, Sec. 6.1),
@@ -144,27 +126,19 @@ def annealing_weight(iteration: int, anneal_iterations: int) -> float:
     return 1.0 if anneal_iterations == 0 else min(1.0, 0.01 + iteration / anneal_iterations)
 
 
-def default_optimizer(kind: str, settings: dict) -> tuple[str, float]:
-    """The optimizer and rate of ``kind`` when none is tuned: the paper's optimizer (:data:`OPTIMIZER`)
-    at the profile's ``lr_cnf`` or ``lr_nf``."""
-    return OPTIMIZER[kind], settings["lr_cnf" if kind == "cnf" else "lr_nf"]
-
-
 def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int, settings: dict,
-            seed: int, optimizer: tuple[str, float] | None = None) -> dict:
+            seed: int, optimizer: tuple[str, float]) -> dict:
     """The checkpoint key of one run: ``task`` (``{"target": ...}`` or ``{"data": ...}``), the
-    family, width, iterations, batch, learning rate and seed, and for the CNF its training solver.
-    With an ``optimizer`` (name, rate) given, as in :data:`RECIPE`, the key also holds its name and,
-    for density matching, ``anneal_iterations``.
+    family, width, iterations, batch, the optimizer's (name, rate) and seed, for density matching
+    ``anneal_iterations``, and for the CNF its training solver.
     (:func:`load_or_train` adds ``num_steps``, the number of chunks.)"""
     if kind not in KINDS:
         raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
-    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
-    key = dict(task, kind=kind, width=width, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed)
-    if optimizer is not None:
-        key["optimizer"] = name
-        if "target" in task:
-            key["anneal_iterations"] = settings["anneal_iterations"]
+    name, lr = optimizer
+    key = dict(task, kind=kind, width=width, iterations=iterations, batch_size=batch_size, lr=lr, seed=seed,
+               optimizer=name)
+    if "target" in task:
+        key["anneal_iterations"] = settings["anneal_iterations"]
     if kind == "cnf":
         key.update(solver_key(settings))
     return key
@@ -215,37 +189,34 @@ def max_likelihood_step(model: nn.Module, sampler, optimizer, batch_size: int, i
     return chunked_step(loss_fn, optimizer, iterations, name="nll")
 
 
-def match_density(target: str, kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu",
-                  optimizer: tuple[str, float] | None = None, retrain: bool = False, progress: bool = False):
-    """Fit ``kind`` of ``width`` to ``target`` (a name of :data:`TARGETS`) by reverse KL, or load the
-    committed run; ``optimizer`` (name, rate) defaults to :func:`default_optimizer`, without annealing.
-    Returns ``(model, run)``."""
+def match_density(target: str, kind: str, width: int, settings: dict, optimizer: tuple[str, float], *,
+                  seed: int = 0, device="cpu", retrain: bool = False, progress: bool = False):
+    """Fit ``kind`` of ``width`` to ``target`` (a name of :data:`TARGETS`) by the annealed reverse KL
+    with ``optimizer`` (name, rate), or load the committed run. Returns ``(model, run)``."""
     iterations = settings["match_iterations_cnf" if kind == "cnf" else "match_iterations_nf"]
     model = build(kind, width, settings, seed=seed, device=device)
     chunks = settings["num_chunks"]
-    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
-    anneal = 0 if optimizer is None else settings["anneal_iterations"]
+    name, lr = optimizer
     key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed,
                   optimizer)
     run = fit_chunks(f"cnf-match-{slug(target)}-{kind}{width}", key, model,
                      lambda opt, _: density_matching_step(model, partial(log_target, target), opt,
                                                           settings["batch_size"], iterations // chunks,
-                                                          anneal_iterations=anneal,
+                                                          anneal_iterations=settings["anneal_iterations"],
                                                           log_Z=log_normaliser(target)),
                      chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
     return model, run
 
 
-def fit_max_likelihood(data: str, kind: str, settings: dict, *, seed: int = 0, device="cpu",
-                       optimizer: tuple[str, float] | None = None, retrain: bool = False,
-                       progress: bool = False):
+def fit_max_likelihood(data: str, kind: str, settings: dict, optimizer: tuple[str, float], *, seed: int = 0,
+                       device="cpu", retrain: bool = False, progress: bool = False):
     """Fit ``kind`` of width ``ml_width`` to data set ``data`` (a name of :data:`SAMPLERS`) by maximum
-    likelihood on fresh batches, or load the committed run; ``optimizer`` as in :func:`match_density`.
+    likelihood on fresh batches with ``optimizer`` (name, rate), or load the committed run.
     Returns ``(model, run)``."""
     iterations = settings["ml_iterations_cnf" if kind == "cnf" else "ml_iterations_nf"]
     width, batch_size, chunks = settings["ml_width"], settings["ml_batch_size"], settings["num_chunks"]
     model = build(kind, width, settings, seed=seed, device=device)
-    name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
+    name, lr = optimizer
     key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed, optimizer)
     run = fit_chunks(f"cnf-ml-{slug(data)}-{kind}{width}", key, model,
                      lambda opt, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), opt,
@@ -329,33 +300,31 @@ def cost_table(runs: dict, key_of=lambda k: k):
     return markdown_table(["runs", "count", "minutes each (mean)", "forward NFE per iteration"], rows)
 
 
-def density_matching_runs(settings: dict, *, seed: int = 0, device="cpu", optimizers: dict | None = None,
+def density_matching_runs(settings: dict, optimizers: dict, *, seed: int = 0, device="cpu",
                           retrain: bool = False, progress: bool = False) -> dict:
     """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths;
-    ``optimizers`` maps a family to its (name, rate) (default: :func:`default_optimizer`)."""
-    optimizers = optimizers or {}
-    return {(target, kind, width): match_density(target, kind, width, settings, seed=seed, device=device,
-                                                 optimizer=optimizers.get(kind), retrain=retrain,
-                                                 progress=progress)
+    ``optimizers`` maps a family to its (name, rate) (:func:`tune_optimizer`'s choice)."""
+    return {(target, kind, width): match_density(target, kind, width, settings, optimizers[kind], seed=seed,
+                                                 device=device, retrain=retrain, progress=progress)
             for target in TARGETS for kind, width in product(KINDS, settings["widths"])}
 
 
-def max_likelihood_runs(settings: dict, *, seed: int = 0, device="cpu", optimizers: dict | None = None,
+def max_likelihood_runs(settings: dict, optimizers: dict, *, seed: int = 0, device="cpu",
                         retrain: bool = False, progress: bool = False) -> dict:
     """All Fig. 5/6 runs of one seed: ``{(data, kind): (model, run)}``, CNF then NF per data set;
     ``optimizers`` as in :func:`density_matching_runs`."""
-    optimizers = optimizers or {}
-    return {(data, kind): fit_max_likelihood(data, kind, settings, seed=seed, device=device,
-                                             optimizer=optimizers.get(kind), retrain=retrain, progress=progress)
+    return {(data, kind): fit_max_likelihood(data, kind, settings, optimizers[kind], seed=seed, device=device,
+                                             retrain=retrain, progress=progress)
             for data in SAMPLERS for kind in ("cnf", "nf")}
 
 
-def seconds_per_iteration(adjoint: bool, settings: dict, *, seed: int = 0, device="cpu",
-                          target: str = "ring (U1)", iterations: int = 5) -> float:
-    """Seconds per reverse-KL iteration of the widest CNF, backpropagating through ``odeint``
-    (``adjoint=False``) or through ``odeint_adjoint``. Wall time: reported, never asserted."""
+def seconds_per_iteration(adjoint: bool, settings: dict, optimizer: tuple[str, float], *, seed: int = 0,
+                          device="cpu", target: str = "ring (U1)", iterations: int = 5) -> float:
+    """Seconds per reverse-KL iteration of the widest CNF with ``optimizer`` (name, rate),
+    backpropagating through ``odeint`` (``adjoint=False``) or through ``odeint_adjoint``.
+    Wall time: reported, never asserted."""
     model = build("cnf", max(settings["widths"]), settings, seed=seed, device=device)
-    optimizer, _ = make_optimizer(model.parameters(), *default_optimizer("cnf", settings))
+    optimizer, _ = make_optimizer(model.parameters(), *optimizer)
     model.adjoint = adjoint
     step = density_matching_step(model, partial(log_target, target), optimizer, settings["batch_size"],
                                  iterations)
@@ -434,13 +403,6 @@ def kl_table(kl: dict, widths):
     targets = list(dict.fromkeys(key[0] for key in kl))
     return markdown_table(header, [[t] + [f"{kl[t, kind, w]:.3f}" for kind in KINDS for w in widths]
                                    for t in targets])
-
-
-def nll_table(nll: dict, width: int):
-    """Test negative log-likelihood in nats per point: one row per data set."""
-    data_sets = list(dict.fromkeys(key[0] for key in nll))
-    return markdown_table(["data", f"CNF (M = {width})", f"NF (K = {width})"],
-                          [[d, f"{nll[d, 'cnf']:.3f}", f"{nll[d, 'nf']:.3f}"] for d in data_sets])
 
 
 def nll_over_seeds(nll_by_seed: dict) -> dict:
@@ -665,7 +627,7 @@ PARTS = ("match", "ml", "hutch")
 
 
 def main(argv=None) -> None:
-    """Train the chapter's runs at :func:`command_line_settings` in the background (resumable): for
+    """Train the chapter's book-profile runs in the background (resumable): for
     each family asked for, its optimizer sweep on ``tune_target``, then every Fig. 4 run with the
     chosen optimizer, then the Fig. 5/6 runs over ``ml_seeds``; then the Hutchinson training runs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -677,7 +639,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = command_line_settings()
+    from nodebook.profiles import get_profile
+    settings = get_profile("cnf", "book")
     for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
         print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
