@@ -124,9 +124,12 @@ OPTIMIZER = {"cnf": "adam", "nf": "rmsprop"}  # as in the paper (Sec. 4.1); the 
 # optimizer and rate of its grid (``optimizers_nf``, ``optimizers_cnf``) with the lowest final KL at the
 # largest width on ``tune_target``, the NF several times the CNF's iterations (an NF iteration is cheaper:
 # together its runs train at least as long), the CNF trains with dopri5 at the paper's 1e-5, and the
-# maximum-likelihood runs are repeated over ``ml_seeds``.
-RECIPE = dict(match_iterations_cnf=10000, match_iterations_nf=50000, train_method="dopri5", train_step_size=None,
-              train_tol=1e-05, num_chunks=50, ml_iterations_cnf=10000, ml_iterations_nf=30000, ml_batch_size=256)
+# maximum-likelihood runs are repeated over ``ml_seeds``. Every run trains until its curve is flat: at
+# least its iterations, then on in chunks of the same size while :func:`still_falling`, at most
+# ``max_factor`` times as long (:func:`training_budget`).
+RECIPE = dict(match_iterations_cnf=10000, match_iterations_nf=100000, train_method="dopri5", train_step_size=None,
+              train_tol=1e-05, num_chunks=50, ml_iterations_cnf=10000, ml_iterations_nf=50000, ml_batch_size=256,
+              max_factor=5)
 
 
 def command_line_settings() -> dict:
@@ -165,6 +168,8 @@ def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int,
         key["optimizer"] = name
         if "target" in task:
             key["anneal_iterations"] = settings["anneal_iterations"]
+        if settings.get("max_factor"):
+            key["until_flat"] = [FLAT_NATS, FLAT_RELATIVE, settings["max_factor"]]
     if kind == "cnf":
         key.update(solver_key(settings))
     return key
@@ -179,6 +184,20 @@ def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu")
     if kind == "nf":
         return PlanarFlow(width).to(device)
     raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
+
+
+def training_budget(settings: dict, metric: str):
+    """``(num_steps, done)`` for :func:`nodebook.train.fit_chunks`: with ``max_factor`` in the settings,
+    a run trains at least ``num_chunks`` chunks and then goes on while its ``metric`` curve is
+    :func:`still_falling`, up to ``max_factor * num_chunks`` chunks; without it, exactly
+    ``num_chunks`` (``done`` is None)."""
+    chunks, factor = settings["num_chunks"], settings.get("max_factor")
+    if not factor:
+        return chunks, None
+    if factor < 1:
+        raise ValueError(f"max_factor must be >= 1, got {factor}")
+    return chunks * factor, lambda history: (len(history) >= chunks
+                                             and not still_falling([row[metric] for row in history]))
 
 
 def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int, *,
@@ -227,12 +246,13 @@ def match_density(target: str, kind: str, width: int, settings: dict, *, seed: i
     anneal = 0 if optimizer is None else settings["anneal_iterations"]
     key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed,
                   optimizer)
+    steps, done = training_budget(settings, "kl")
     run = fit_chunks(f"cnf-match-{slug(target)}-{kind}{width}", key, model,
                      lambda opt, _: density_matching_step(model, partial(log_target, target), opt,
                                                           settings["batch_size"], iterations // chunks,
                                                           anneal_iterations=anneal,
                                                           log_Z=log_normaliser(target)),
-                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
+                     steps, optimizer=name, lr=lr, retrain=retrain, progress=progress, done=done)
     return model, run
 
 
@@ -247,10 +267,11 @@ def fit_max_likelihood(data: str, kind: str, settings: dict, *, seed: int = 0, d
     model = build(kind, width, settings, seed=seed, device=device)
     name, lr = default_optimizer(kind, settings) if optimizer is None else optimizer
     key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed, optimizer)
+    steps, done = training_budget(settings, "nll")
     run = fit_chunks(f"cnf-ml-{slug(data)}-{kind}{width}", key, model,
                      lambda opt, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), opt,
                                                         batch_size, iterations // chunks),
-                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
+                     steps, optimizer=name, lr=lr, retrain=retrain, progress=progress, done=done)
     return model, run
 
 
