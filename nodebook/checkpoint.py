@@ -139,7 +139,7 @@ def _normalise(settings: dict) -> dict:
 def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step: Callable[[int], dict],
                   num_steps: int, *, optimizer: torch.optim.Optimizer | None = None,
                   scheduler=None, retrain: bool = False, directory: Path | None = None,
-                  progress: bool = True) -> Run:
+                  progress: bool = True, done: Callable[[list[dict]], bool] | None = None) -> Run:
     """Load the finished run ``name`` trained with ``settings``, or train it.
 
     Args:
@@ -151,12 +151,16 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
         train_step: ``train_step(step) -> dict`` trains one step (an epoch or
             a chunk of iterations) and returns numbers to log. Draw all
             randomness from torch's global generator so resumes are exact.
-        num_steps: how many steps make the run.
+        num_steps: how many steps make the run (with ``done``: at most).
         optimizer, scheduler: saved in the resumable checkpoint.
         retrain: ignore a finished checkpoint and train again (still resumes
             an interrupted retraining).
         directory: where checkpoints live (default :func:`checkpoint_dir`).
         progress: show a tqdm bar over steps.
+        done: ``done(history) -> bool``, asked after every step: True ends the run there, before
+            ``num_steps`` (e.g. once its loss curve is flat). It must be a function of the
+            history only, so that a resumed run stops where an uninterrupted one would; put
+            what defines it in ``settings``.
 
     With ``$NODEBOOK_NO_TRAIN`` set (``make book`` sets it), a run that has no
     finished checkpoint raises :class:`TrainingDisabled` instead of training.
@@ -207,6 +211,8 @@ def load_or_train(name: str, settings: dict, model: torch.nn.Module, train_step:
     model.train()
     steps = range(len(history), num_steps)
     for step in tqdm(steps, desc=name, initial=len(history), total=num_steps, disable=not progress):
+        if done is not None and history and done(history):
+            break
         start = time.perf_counter()
         row = dict(train_step(step))
         row.update(step=step, seconds=time.perf_counter() - start)

@@ -112,17 +112,18 @@ def make_optimizer(params, name: str = "adam", lr: float = 1e-3, lr_decay: float
 
 def fit_chunks(name: str, key: dict, model: torch.nn.Module, make_step: Callable, num_steps: int, *,
                optimizer: str = "adam", lr: float = 1e-3, lr_decay: float | None = None, retrain: bool = False,
-               directory=None, progress: bool = False) -> Run:
+               directory=None, progress: bool = False, done: Callable | None = None) -> Run:
     """Train ``model`` for ``num_steps`` chunks of optimizer steps under checkpoint ``key``, or load it.
 
     Builds the optimizer and its schedule (:func:`make_optimizer`), makes the
     chunk's ``train_step = make_step(optimizer, scheduler)`` (e.g. with
     :func:`chunked_step`) and runs :func:`nodebook.checkpoint.load_or_train`:
-    the iteration-based sibling of :func:`fit` (chapters 04–06).
+    the iteration-based sibling of :func:`fit` (chapters 04–06). ``done(history)``
+    may end the run before ``num_steps`` (see :func:`~nodebook.checkpoint.load_or_train`).
     """
     opt, scheduler = make_optimizer(model.parameters(), optimizer, lr, lr_decay)
     return load_or_train(name, key, model, make_step(opt, scheduler), num_steps, optimizer=opt,
-                         scheduler=scheduler, retrain=retrain, directory=directory, progress=progress)
+                         scheduler=scheduler, retrain=retrain, directory=directory, progress=progress, done=done)
 
 
 @torch.no_grad()

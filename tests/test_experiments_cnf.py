@@ -22,11 +22,12 @@ def test_slugs_name_targets_and_data_sets():
 def test_run_keys_hold_exactly_what_determines_a_run():
     book = get_profile("cnf", "book")
     nf = ex.run_key({"target": "ring"}, "nf", 32, 50000, 128, book, 0, ("adam", 0.001))
+    flat = [ex.FLAT_NATS, ex.FLAT_RELATIVE, book.max_factor]
     assert nf == dict(target="ring", kind="nf", width=32, iterations=50000, batch_size=128, lr=0.001, seed=0,
-                      optimizer="adam", anneal_iterations=book.anneal_iterations)
+                      optimizer="adam", anneal_iterations=book.anneal_iterations, until_flat=flat)
     ml = ex.run_key({"data": "two_moons"}, "cnf", 64, 10000, 256, book, 1, ("adam", 0.003))
     assert ml == dict(data="two_moons", kind="cnf", width=64, iterations=10000, batch_size=256, lr=0.003, seed=1,
-                      optimizer="adam", method="dopri5", tol=1e-05)  # no annealing in maximum likelihood
+                      optimizer="adam", until_flat=flat, method="dopri5", tol=1e-05)  # no annealing in ML
     smoke = get_profile("cnf", "smoke")  # a fixed-step training solver: the step size matters, no tolerance
     assert ex.solver_key(smoke) == {"method": "rk4", "step_size": smoke.train_step_size}
     # settings of other runs, of the evaluation or of the Hutchinson study leave the keys alone
@@ -258,3 +259,22 @@ def test_the_annealing_ablation_differs_from_its_run_only_in_the_annealing(tmp_p
     _, annealed = ex.match_density(ex.ABLATION_TARGET, "nf", 3, settings, optimizer=("adam", 0.001))
     keys = [torch.load(run.path, weights_only=False)["settings"] for run in (ablation, annealed)]
     assert {k: v for k, v in keys[0].items() if keys[1][k] != v} == {"anneal_iterations": 0}
+
+
+def test_a_run_trains_on_until_its_curve_is_flat(tmp_path, monkeypatch):
+    """With ``max_factor``, a run trains its iterations, then goes on while its curve still falls, at most
+    ``max_factor`` times as long; the rule is part of the key."""
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(get_profile("cnf", "book"), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
+                    max_factor=3)
+    steps, done = ex.training_budget(settings, "kl")
+    assert steps == 6 and not done([{"kl": 1.0}]) and done([{"kl": 1.0}, {"kl": 1.0}])
+    assert not done([{"kl": 9.0}, {"kl": 1.0}])  # still falling: go on
+    falling = iter([5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25])
+    monkeypatch.setattr(ex, "density_matching_step", lambda *a, **k: lambda step: {"kl": next(falling)})
+    _, run = ex.match_density("wave (U2)", "nf", 2, settings, optimizer=("adam", 0.001))
+    assert len(run.history) == 6  # never flat: stopped at max_factor x num_chunks
+    key = ex.run_key({"target": "wave"}, "nf", 2, 4, 8, settings, 0, ("adam", 0.001))
+    assert key["until_flat"] == [ex.FLAT_NATS, ex.FLAT_RELATIVE, 3]
+    with pytest.raises(ValueError, match="max_factor"):
+        ex.training_budget(dict(settings, max_factor=0.5), "kl")

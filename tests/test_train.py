@@ -216,3 +216,38 @@ def test_fit_chunks_builds_optimizer_and_schedule_then_loads(tmp_path):
     scheduler.step()
     assert optimizer.param_groups[0]["lr"] == 0.5
     assert make_optimizer([torch.zeros(1, requires_grad=True)], "adam", 1e-3)[1] is None
+
+
+def test_a_run_ends_when_done_says_so_and_resumes_to_the_same_stop(tmp_path):
+    """``done(history)`` ends a run before ``num_steps``; an interrupted run resumes and stops at the same step."""
+    from nodebook.checkpoint import load_or_train
+
+    def make(kill_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(2, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(i):
+            if i == kill_at:
+                raise KeyboardInterrupt("killed")
+            loss = model(torch.randn(8, 2)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return {"loss": loss.item()}
+        return model, step, opt
+
+    done = lambda history: len(history) >= 4  # noqa: E731
+    model, step, opt = make()
+    run = load_or_train("t-done", {"a": 1}, model, step, 10, optimizer=opt, directory=tmp_path / "straight",
+                        progress=False, done=done)
+    assert [r["step"] for r in run.history] == [0, 1, 2, 3] and run.path.exists()
+    killed, step, opt = make(kill_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        load_or_train("t-done", {"a": 1}, killed, step, 10, optimizer=opt, directory=tmp_path / "killed",
+                      progress=False, done=done)
+    resumed, step, opt = make()
+    again = load_or_train("t-done", {"a": 1}, resumed, step, 10, optimizer=opt, directory=tmp_path / "killed",
+                          progress=False, done=done)
+    assert again.source == "resumed" and [r["step"] for r in again.history] == [0, 1, 2, 3]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))

@@ -130,7 +130,8 @@ def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int,
             seed: int, optimizer: tuple[str, float]) -> dict:
     """The checkpoint key of one run: ``task`` (``{"target": ...}`` or ``{"data": ...}``), the
     family, width, iterations, batch, the optimizer's (name, rate) and seed, for density matching
-    ``anneal_iterations``, and for the CNF its training solver.
+    ``anneal_iterations``, the until-flat rule (:func:`training_budget`) when the settings have a
+    ``max_factor``, and for the CNF its training solver.
     (:func:`load_or_train` adds ``num_steps``, the number of chunks.)"""
     if kind not in KINDS:
         raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
@@ -139,6 +140,8 @@ def run_key(task: dict, kind: str, width: int, iterations: int, batch_size: int,
                optimizer=name)
     if "target" in task:
         key["anneal_iterations"] = settings["anneal_iterations"]
+    if settings.get("max_factor"):
+        key["until_flat"] = [FLAT_NATS, FLAT_RELATIVE, settings["max_factor"]]
     if kind == "cnf":
         key.update(solver_key(settings))
     return key
@@ -153,6 +156,20 @@ def build(kind: str, width: int, settings: dict, *, seed: int = 0, device="cpu")
     if kind == "nf":
         return PlanarFlow(width).to(device)
     raise ValueError(f"unknown flow {kind!r}; choose one of {KINDS}")
+
+
+def training_budget(settings: dict, metric: str):
+    """``(num_steps, done)`` for :func:`nodebook.train.fit_chunks`: with ``max_factor`` in the settings,
+    a run trains at least ``num_chunks`` chunks and then goes on while its ``metric`` curve is
+    :func:`still_falling`, up to ``max_factor * num_chunks`` chunks; without it, exactly
+    ``num_chunks`` (``done`` is None)."""
+    chunks, factor = settings["num_chunks"], settings.get("max_factor")
+    if not factor:
+        return chunks, None
+    if factor < 1:
+        raise ValueError(f"max_factor must be >= 1, got {factor}")
+    return chunks * factor, lambda history: (len(history) >= chunks
+                                             and not still_falling([row[metric] for row in history]))
 
 
 def density_matching_step(model: nn.Module, log_target, optimizer, batch_size: int, iterations: int, *,
@@ -199,12 +216,13 @@ def match_density(target: str, kind: str, width: int, settings: dict, optimizer:
     name, lr = optimizer
     key = run_key({"target": slug(target)}, kind, width, iterations, settings["batch_size"], settings, seed,
                   optimizer)
+    steps, done = training_budget(settings, "kl")
     run = fit_chunks(f"cnf-match-{slug(target)}-{kind}{width}", key, model,
                      lambda opt, _: density_matching_step(model, partial(log_target, target), opt,
                                                           settings["batch_size"], iterations // chunks,
                                                           anneal_iterations=settings["anneal_iterations"],
                                                           log_Z=log_normaliser(target)),
-                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
+                     steps, optimizer=name, lr=lr, retrain=retrain, progress=progress, done=done)
     return model, run
 
 
@@ -218,10 +236,11 @@ def fit_max_likelihood(data: str, kind: str, settings: dict, optimizer: tuple[st
     model = build(kind, width, settings, seed=seed, device=device)
     name, lr = optimizer
     key = run_key({"data": slug(data)}, kind, width, iterations, batch_size, settings, seed, optimizer)
+    steps, done = training_budget(settings, "nll")
     run = fit_chunks(f"cnf-ml-{slug(data)}-{kind}{width}", key, model,
                      lambda opt, _: max_likelihood_step(model, lambda n: sample(data, n).to(device), opt,
                                                         batch_size, iterations // chunks),
-                     chunks, optimizer=name, lr=lr, retrain=retrain, progress=progress)
+                     steps, optimizer=name, lr=lr, retrain=retrain, progress=progress, done=done)
     return model, run
 
 
