@@ -1,5 +1,7 @@
 """MNIST training speed (``make bench``): this machine's convolution throughput against the ODE-Net's
-dynamics, and one training step of every Table 1 model, per thread count. Writes ``benchmarks/mnist.json``
+dynamics, the share of the dynamics' time spent in convolution kernels (profiler), and one training
+step of every Table 1 model (the ODE models also with their dynamics under ``torch.compile``), per
+thread count. Writes ``benchmarks/mnist.json``
 (the MNIST chapter measures the same throughput and reads epoch times from its training logs)::
 
     python benchmarks/bench_mnist.py [--threads 1 2] [--out PATH]
@@ -16,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nodebook.experiments.mnist import conv_throughput, training_step_speed  # noqa: E402
+from nodebook.experiments.mnist import conv_throughput, convolution_share, training_step_speed  # noqa: E402
 
 
 def main(argv=None):
@@ -27,9 +29,11 @@ def main(argv=None):
     data = {"torch": torch.__version__, "runs": []}
     for threads in args.threads:
         torch.set_num_threads(threads)
-        run = {"threads": threads, "throughput": conv_throughput(), "steps": training_step_speed()}
+        run = {"threads": threads, "throughput": conv_throughput(), "convolution_share": convolution_share(),
+               "steps": training_step_speed(compile_dynamics=True)}
         data["runs"].append(run)
         print(f"{threads} thread(s):", {k: round(v["gflops"], 1) for k, v in run["throughput"].items()}, "GFLOP/s;",
+              {k: f"{v['share']:.0%}" for k, v in run["convolution_share"].items()}, "of the dynamics in convolutions;",
               {r["model"]: round(r["seconds_per_batch"], 3) for r in run["steps"]}, "s per batch", flush=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     print(f"wrote {args.out}")

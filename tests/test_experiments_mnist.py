@@ -34,6 +34,15 @@ def test_conv_throughput_reports_every_kernel():
     assert all(r["seconds"] > 0 and r["gflops"] > 0 for r in result.values())
 
 
+def test_convolution_share_of_the_dynamics():
+    threads = torch.get_num_threads()
+    result = experiments.convolution_share(batch_size=8, repeats=2)
+    assert torch.get_num_threads() == threads  # measured on one thread, the setting restored
+    assert set(result) == {"forward", "vjp"}
+    assert all(0.3 < r["share"] < 1 and r["ms_per_evaluation"] > 0 for r in result.values())
+    assert result["vjp"]["ms_per_evaluation"] > result["forward"]["ms_per_evaluation"]
+
+
 def test_epoch_speed_reads_the_training_log(tmp_path):
     history = [{"train_seconds": s, "nfe_forward": f, "nfe_backward": b, "seconds": s + 1, "step": i}
                for i, (s, f, b) in enumerate([(100.0, 26, 20), (120.0, 32, 26), (110.0, 38, 32)])]

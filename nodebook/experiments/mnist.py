@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import time
 from pathlib import Path
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -335,19 +336,102 @@ def conv_throughput(batch_size: int = 128, channels: int = models.NUM_CHANNELS, 
     return results
 
 
-def training_step_speed(kinds=KINDS, batch_size: int = 128, repeats: int = 3, device="cpu") -> list[dict]:
+def convolution_share(batch_size: int = 128, channels: int = models.NUM_CHANNELS, size: int = 6,
+                      repeats: int = 10, device="cpu", threads: int | None = 1) -> dict:
+    """Where the ODE-Net's dynamics spend their time: the share of it inside the convolution kernels.
+
+    Times every aten operator (a ``TorchDispatchMode``, as ``torch.utils.flop_counter`` counts
+    them) of ``repeats`` evaluations of :class:`nodebook.models.mnist.ODEFunc` (``forward``, no
+    gradients) and of an evaluation with its vector-Jacobian product (``vjp``, what one step of the
+    adjoint's backward solve costs), and returns for each the fraction of the operators' time
+    spent in convolution operators (forward and backward), with the operators' milliseconds per
+    evaluation. The rest (GroupNorm, ReLU, the concatenated time
+    channel) is all that fusing or reordering the dynamics could save: with a share near 1, a
+    faster epoch needs a faster convolution or fewer evaluations, not tidier code. On a GPU every
+    operator is synchronised, so it counts device time. On a CPU the measurement runs on ``threads`` threads (default 1, as
+    the committed runs trained; ``None``: torch's current setting): a ratio within one run on one
+    thread hardly moves when other processes share the machine, whereas several threads competing
+    for busy cores spin in the small operations and lower the share.
+    """
+    device = torch.device(device)
+    torch.manual_seed(0)
+    func = models.ODEFunc(channels).to(device)
+    z = torch.randn(batch_size, channels, size, size, device=device, requires_grad=True)
+    t = torch.tensor(0.5, device=device)
+    params = [z, *func.parameters()]
+
+    def forward():
+        with torch.no_grad():
+            func(t, z)
+
+    def vjp():
+        out = func(t, z)
+        torch.autograd.grad(out, params, torch.ones_like(out))
+
+    cuda = device.type == "cuda"
+    previous = torch.get_num_threads()
+    if not cuda and threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        results = _profile_shares({"forward": forward, "vjp": vjp}, repeats, cuda)
+    finally:
+        torch.set_num_threads(previous)
+    return results
+
+
+def _profile_shares(fns: dict, repeats: int, cuda: bool) -> dict:
+    """For :func:`convolution_share`: time every aten operator of ``repeats`` calls of each function
+    of ``fns`` (backward operators included) and sum the convolution ones."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class OperatorTimes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.conv = self.total = 0.0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            if cuda:
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            self.total += seconds
+            if "conv" in func.__name__:
+                self.conv += seconds
+            return out
+
+    results = {}
+    for name, fn in fns.items():
+        fn()  # warm-up (kernel choice, allocations)
+        with OperatorTimes() as times:
+            for _ in range(repeats):
+                fn()
+        results[name] = {"share": times.conv / times.total, "ms_per_evaluation": 1000 * times.total / repeats}
+    return results
+
+
+def training_step_speed(kinds=KINDS, batch_size: int = 128, repeats: int = 3, device="cpu",
+                        compile_dynamics: bool = False) -> list[dict]:
     """Seconds of one training step (forward and backward) at initialisation, per model of Table 1,
-    with the NFE of its ODE block: the per-batch cost behind the seconds per epoch."""
+    with the NFE of its ODE block: the per-batch cost behind the seconds per epoch.
+    ``compile_dynamics``: also time each ODE model with its dynamics under ``torch.compile``
+    (the same weights; rows named ``<model>+compile``, compilation excluded)."""
     torch.manual_seed(0)
     x = torch.rand(batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch_size,), device=device)
     rows = []
     for kind in kinds:
         net = build(kind, ADAPTIVE.get(kind)).to(device)
-        seconds = time_per_batch(net, x, y, repeats=repeats)
-        block = net.ode_block
-        rows.append({"model": kind, "seconds_per_batch": seconds,
-                     "nfe_forward": block.nfe_forward if block is not None else 0})
+        variants = [(kind, net)]
+        if compile_dynamics and net.ode_block is not None:
+            compiled = copy.deepcopy(net)
+            compiled.ode_block.func = torch.compile(compiled.ode_block.func)
+            variants.append((f"{kind}+compile", compiled))
+        for name, model in variants:
+            seconds = time_per_batch(model, x, y, repeats=repeats)
+            block = model.ode_block
+            rows.append({"model": name, "seconds_per_batch": seconds,
+                         "nfe_forward": block.nfe_forward if block is not None else 0})
     return rows
 
 
