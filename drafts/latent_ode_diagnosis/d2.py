@@ -1,12 +1,12 @@
 import torch, glob, math, sys
 torch.set_num_threads(1)
-sys.path.insert(0, '/work/main')
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 from nodebook.profiles import get_profile
 from nodebook.experiments import latent_ode as E
 from nodebook.models import latent_ode as L
 S = get_profile('latent_ode', 'book')
 def load(n, seed, noise):
-    for f in glob.glob(f'/work/main/checkpoints/latent_ode-latent-n{n}-*.pt'):
+    for f in glob.glob(f'checkpoints/latent_ode-latent-n{n}-*.pt'):
         c = torch.load(f, map_location='cpu', weights_only=True)
         k = c['settings']
         if k['seed'] == seed and k['noise_std'] == noise and k['batch_size'] == 700:
