@@ -1,5 +1,5 @@
 """MNIST training speed (``make bench``): this machine's convolution throughput against the ODE-Net's
-dynamics, the share of the dynamics' time spent in convolution kernels (profiler), and one training
+dynamics, the share of the dynamics' time spent in convolutions (timed per operator), and one training
 step of every Table 1 model (the ODE models also with their dynamics under ``torch.compile``), per
 thread count. Writes ``benchmarks/mnist.json``
 (the MNIST chapter measures the same throughput and reads epoch times from its training logs)::

@@ -101,11 +101,13 @@ OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": t
 def make_optimizer(params, name: str = "adam", lr: float = 1e-3, lr_decay: float | None = None):
     """The optimizer ``name`` (a key of ``OPTIMIZERS``: adam, rmsprop, sgd) at learning rate ``lr``,
     and an exponential decay of it by ``lr_decay`` per scheduler step (``None``: a constant rate,
-    no scheduler).
+    no scheduler). The optimizer uses its ``foreach`` implementation on every device (PyTorch picks
+    it only for CUDA tensors): the same arithmetic, without a Python loop over the parameters, which
+    made Adam a third of a planar NF's iteration on a CPU.
     Returns ``(optimizer, scheduler)``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
-    optimizer = OPTIMIZERS[name](params, lr=lr)
+    optimizer = OPTIMIZERS[name](params, lr=lr, foreach=True)
     scheduler = None if lr_decay is None else torch.optim.lr_scheduler.ExponentialLR(optimizer, lr_decay)
     return optimizer, scheduler
 

@@ -39,8 +39,12 @@ def test_convolution_share_of_the_dynamics():
     result = experiments.convolution_share(batch_size=8, repeats=2)
     assert torch.get_num_threads() == threads  # measured on one thread, the setting restored
     assert set(result) == {"forward", "vjp"}
-    assert all(0.3 < r["share"] < 1 and r["ms_per_evaluation"] > 0 for r in result.values())
-    assert result["vjp"]["ms_per_evaluation"] > result["forward"]["ms_per_evaluation"]
+    assert all(0 < r["share"] < 1 and r["ms_per_evaluation"] > 0 for r in result.values())
+    # the classification, without a stopwatch: a lone convolution is all convolution, a ReLU none
+    x, w = torch.randn(2, 3, 5, 5), torch.randn(4, 3, 3, 3)
+    shares = experiments._profile_shares({"conv": lambda: torch.nn.functional.conv2d(x, w),
+                                          "relu": lambda: torch.relu(x)}, repeats=2, cuda=False)
+    assert shares["conv"]["share"] == 1.0 and shares["relu"]["share"] == 0.0
 
 
 def test_epoch_speed_reads_the_training_log(tmp_path):

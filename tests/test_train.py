@@ -251,3 +251,24 @@ def test_a_run_ends_when_done_says_so_and_resumes_to_the_same_stop(tmp_path):
                           progress=False, done=done)
     assert again.source == "resumed" and [r["step"] for r in again.history] == [0, 1, 2, 3]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "sgd"])
+def test_make_optimizer_uses_foreach_with_the_same_arithmetic(name):
+    from nodebook.train import OPTIMIZERS, make_optimizer
+
+    def train(make):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(3)) for _ in range(5)]
+        opt = make(params)
+        for _ in range(4):
+            loss = sum((p ** 2).sum() for p in params)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return opt, params
+
+    ours, fast = train(lambda params: make_optimizer(params, name, 0.01)[0])
+    _, plain = train(lambda params: OPTIMIZERS[name](params, lr=0.01, foreach=False))
+    assert ours.defaults["foreach"] is True
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-7) for a, b in zip(fast, plain))

@@ -345,13 +345,13 @@ def convolution_share(batch_size: int = 128, channels: int = models.NUM_CHANNELS
     gradients) and of an evaluation with its vector-Jacobian product (``vjp``, what one step of the
     adjoint's backward solve costs), and returns for each the fraction of the operators' time
     spent in convolution operators (forward and backward), with the operators' milliseconds per
-    evaluation. The rest (GroupNorm, ReLU, the concatenated time
-    channel) is all that fusing or reordering the dynamics could save: with a share near 1, a
-    faster epoch needs a faster convolution or fewer evaluations, not tidier code. On a GPU every
-    operator is synchronised, so it counts device time. On a CPU the measurement runs on ``threads`` threads (default 1, as
-    the committed runs trained; ``None``: torch's current setting): a ratio within one run on one
-    thread hardly moves when other processes share the machine, whereas several threads competing
-    for busy cores spin in the small operations and lower the share.
+    evaluation. The rest (GroupNorm, ReLU, the concatenated time channel) is all that fusing or
+    reordering the dynamics could save: with a share near 1, a faster epoch needs a faster
+    convolution or fewer evaluations, not tidier code. On a GPU every operator is synchronised,
+    so the times are device times. On a CPU the measurement runs on ``threads`` threads (default
+    1, as the committed runs trained; ``None``: torch's current setting): a ratio within one run
+    on one thread hardly moves when other processes share the machine, whereas several threads
+    competing for busy cores spin in the small operations and lower the share.
     """
     device = torch.device(device)
     torch.manual_seed(0)
