@@ -278,3 +278,20 @@ def test_a_run_trains_on_until_its_curve_is_flat(tmp_path, monkeypatch):
     assert key["until_flat"] == [ex.FLAT_NATS, ex.FLAT_RELATIVE, 3]
     with pytest.raises(ValueError, match="max_factor"):
         ex.training_budget(dict(settings, max_factor=0.5), "kl")
+
+
+def test_paper_cost_projects_the_measured_seconds_per_iteration():
+    from pathlib import Path
+
+    from nodebook.checkpoint import Run
+    settings = dict(get_profile("cnf", "smoke"), match_iterations_nf=8, match_iterations_cnf=4, num_chunks=2)
+    paper = dict(settings, match_iterations_nf=800, match_iterations_cnf=40, max_factor=5)
+    history = [dict(step=0, seconds=2.0, kl=1.0), dict(step=1, seconds=2.0, kl=1.0)]  # 4 s for 8 NF iterations
+    runs = {("ring (U1)", "nf", 2): (None, Run("a", Path("a.pt"), "loaded", history)),
+            ("wave (U2)", "nf", 2): (None, Run("b", Path("b.pt"), "loaded", history + history[:1]))}  # 6 s, 12
+    cost = ex.paper_cost(runs, settings, paper)
+    assert set(cost) == {"nf"} and cost["nf"]["seconds_per_iteration"] == pytest.approx(10 / 20)
+    assert cost["nf"]["hours_min"] == pytest.approx(0.5 * 800 * 2 / 3600)
+    assert cost["nf"]["hours_max"] == pytest.approx(5 * cost["nf"]["hours_min"])
+    with pytest.raises(ValueError, match="part"):
+        ex.paper_cost(runs, settings, paper, part="hutch")

@@ -319,6 +319,30 @@ def cost_table(runs: dict, key_of=lambda k: k):
     return markdown_table(["runs", "count", "minutes each (mean)", "forward NFE per iteration"], rows)
 
 
+def paper_cost(runs: dict, settings: dict, paper: dict, part: str = "match"):
+    """What the ``paper`` profile's iteration counts would cost on this machine, projected from the
+    committed runs: per family, the measured seconds per training iteration of ``runs`` (``part``
+    ``"match"``: Fig. 4 runs keyed ``(target, kind, width)``; ``"ml"``: Fig. 5/6 runs keyed
+    ``(data, kind, ...)``) times the paper profile's minimum iterations for every run, and times
+    ``max_factor`` of them (a run that never flattens). Returns ``{kind: {"seconds_per_iteration",
+    "iterations", "hours_min", "hours_max"}}``. A CPU projection: the GPU time is not measured."""
+    if part not in ("match", "ml"):
+        raise ValueError(f"part must be 'match' or 'ml', got {part!r}")
+    out = {}
+    for kind in KINDS:
+        group = [run for key, (_, run) in runs.items() if key[1] == kind]
+        if not group:
+            continue
+        per_chunk = settings[f"{part}_iterations_{kind}"] // settings["num_chunks"]
+        seconds = sum(run.train_seconds for run in group) / sum(len(run.history) * per_chunk for run in group)
+        iterations = paper[f"{part}_iterations_{kind}"]
+        factor = paper.get("max_factor") or 1
+        hours = seconds * iterations * len(group) / 3600
+        out[kind] = {"seconds_per_iteration": seconds, "iterations": iterations, "hours_min": hours,
+                     "hours_max": hours * factor}
+    return out
+
+
 def density_matching_runs(settings: dict, optimizers: dict, *, seed: int = 0, device="cpu",
                           retrain: bool = False, progress: bool = False) -> dict:
     """All Fig. 4 runs: ``{(target, kind, width): (model, run)}`` over targets, NF then CNF, widths;
