@@ -338,3 +338,38 @@ def test_outside_seen_range_marks_the_spirals_that_turn_past_every_training_spir
     train = data.subset(order[:20])  # the 20 spirals that start at the smallest angles
     assert experiments.outside_seen_range(train, data.subset(order[-5:])).all()  # start beyond them all
     assert not experiments.outside_seen_range(train, data.subset(order[:5])).any()  # end within the seen angles
+
+
+def test_recipe_variants_for_the_trend_with_n(batch, monkeypatch):
+    """kl_weight and dynamics_layers (issue 11): in the key only when set, passed to the ELBO and the model."""
+    from nodebook.profiles import get_profile
+    S = get_profile("latent_ode", "book")
+    plain = experiments.run_key("latent ODE", 30, S, 0, 0.3, 0.01)
+    assert not set(experiments.LATENT_VARIANT_KEYS) & set(plain)  # committed runs keep their keys
+    varied = experiments.run_key("latent ODE", 30, dict(S, kl_weight=3.0, dynamics_layers=2), 0, 0.3, 0.01)
+    assert varied == dict(plain, kl_weight=3.0, dynamics_layers=2)
+    deep = experiments.build("latent ODE", dict(S, dynamics_layers=2))
+    assert [type(m).__name__ for m in deep.func.net] == ["Linear", "ELU", "Linear", "ELU", "Linear"]
+    assert list(experiments.build("latent ODE", S).func.state_dict()) == ["net.0.weight", "net.0.bias",
+                                                                          "net.2.weight", "net.2.bias"]
+    with pytest.raises(ValueError, match="num_layers"):
+        latent_ode.LatentDynamics(4, 20, 0)
+    seen = []
+    real = latent_ode.elbo
+    monkeypatch.setattr(latent_ode, "elbo", lambda *args: seen.append(args[-1]) or real(*args))
+    data, obs = batch
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps, data.t_observed, 0.3, 4, 2, kl_weight=0.25)(0)
+    assert seen == [0.25, 0.25]
+
+
+def test_command_line_overrides_are_checked():
+    assert experiments.parse_overrides(["ns=[100]", "kl_weight=3.5"], {"ns", "kl_weight"}) == {"ns": [100],
+                                                                                               "kl_weight": 3.5}
+    with pytest.raises(ValueError, match="unknown setting 'klweight'"):
+        experiments.parse_overrides(["klweight=1"], {"kl_weight"})
+    with pytest.raises(ValueError, match="not JSON"):
+        experiments.parse_overrides(["ns=[100"], {"ns"})
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        experiments.parse_overrides(["ns"], {"ns"})

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 
 import torch
@@ -47,6 +48,9 @@ TRAIN_KEYS = ("batch_size", "lr_decay", "iterations_per_step", "num_steps")
 LATENT_KEYS = ("latent_dim", "encoder_hiddens", "dynamics_hiddens", "decoder_hiddens", "method", "rtol", "atol",
                "adjoint")
 RNN_KEYS = ("rnn_hiddens", "rnn_context")
+# Optional latent-ODE settings (defaults: kl_weight 1, dynamics_layers 1): the weight of the KL term in
+# the ELBO and the depth of the latent dynamics, for the experiments on the trend with n (issue 11).
+LATENT_VARIANT_KEYS = ("kl_weight", "dynamics_layers")
 
 
 def make_data(settings: dict, seed: int = 0, noise_std: float | None = None,
@@ -75,7 +79,8 @@ def build(kind: str, settings: dict, device="cpu") -> torch.nn.Module:
     if kind == "latent ODE":
         return latent_ode.LatentODE(2, settings["latent_dim"], settings["encoder_hiddens"],
                                     settings["dynamics_hiddens"], settings["decoder_hiddens"],
-                                    adjoint=settings["adjoint"], **solver_options(settings)).to(device)
+                                    adjoint=settings["adjoint"], dynamics_layers=settings.get("dynamics_layers", 1),
+                                    **solver_options(settings)).to(device)
     if kind not in KINDS:
         raise ValueError(f"unknown model {kind!r}; choose one of {list(KINDS)}")
     return rnn.RNNForecaster(2, settings["rnn_hiddens"], use_gaps=kind == "RNN + gaps").to(device)
@@ -98,6 +103,8 @@ def run_key(kind: str, n: int, settings: dict, seed: int, noise_std: float, lr: 
         key["max_grad_norm"] = settings["latent_max_grad_norm"]
     key.update(seed=seed, n=n, noise_std=noise_std, lr=lr, model=KINDS[kind])
     key.update({k: settings[k] for k in (LATENT_KEYS if kind == "latent ODE" else RNN_KEYS)})
+    if kind == "latent ODE":  # variants of the recipe (issue 11), in the key only when set
+        key.update({k: settings[k] for k in LATENT_VARIANT_KEYS if k in settings})
     return key
 
 
@@ -151,16 +158,17 @@ def rmse_by_time(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 def latent_train_step(model: latent_ode.LatentODE, optimizer: torch.optim.Optimizer, y: torch.Tensor,
                       index: torch.Tensor, gaps: torch.Tensor, t_grid: torch.Tensor, noise_std: float,
-                      batch_size: int, iterations: int, scheduler=None, max_grad_norm: float | None = None):
+                      batch_size: int, iterations: int, scheduler=None, max_grad_norm: float | None = None,
+                      kl_weight: float = 1.0):
     """A ``train_step(step)`` for :func:`nodebook.checkpoint.load_or_train`: ``iterations``
     optimizer steps on the negative ELBO (:func:`nodebook.models.latent_ode.elbo`), each on
     ``batch_size`` spirals drawn with torch's global CPU generator, the gradient's norm
-    clipped at ``max_grad_norm`` if given, then one ``scheduler`` step if given. Returns the
-    chunk's mean loss, log-likelihood and KL.
+    clipped at ``max_grad_norm`` if given, then one ``scheduler`` step if given; ``kl_weight``
+    scales the KL term. Returns the chunk's mean loss, log-likelihood and KL.
     """
     def loss_fn():
         batch = torch.randint(0, y.shape[0], (batch_size,)).to(y.device)
-        return latent_ode.elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std)
+        return latent_ode.elbo(model, y[batch], index[batch], gaps[batch], t_grid, noise_std, kl_weight)
     return chunked_step(loss_fn, optimizer, iterations, scheduler=scheduler, max_grad_norm=max_grad_norm)
 
 
@@ -207,7 +215,8 @@ def train(kind: str, n: int, data: tuple[SpiralData, SpiralData], settings: dict
             return with_validation(latent_train_step(model, optimizer, obs.y, obs.index, obs.gaps,
                                                      train_data.t_observed, noise_std, batch_size,
                                                      S["iterations_per_step"], scheduler,
-                                                     S.get("latent_max_grad_norm")), validate)
+                                                     S.get("latent_max_grad_norm"), S.get("kl_weight", 1.0)),
+                                   validate)
     else:
         def make_step(optimizer, scheduler):
             return with_validation(rnn_train_step(model, optimizer, obs.y, obs.t, context_range(n, S["rnn_context"]),
@@ -384,6 +393,23 @@ def direction_accuracy(model: latent_ode.LatentODE, obs: Observations, clockwise
     return float((guess == clockwise).float().mean())
 
 
+def parse_overrides(items, allowed) -> dict:
+    """``["key=json", ...]`` -> ``{key: value}``; a key outside ``allowed`` or a value that is not
+    JSON raises a ``ValueError`` naming it."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set takes KEY=VALUE, got {item!r}")
+        if key not in allowed:
+            raise ValueError(f"unknown setting {key!r}; choose from {sorted(allowed)}")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValueError(f"the value of {key!r} is not JSON: {raw!r}") from None
+    return out
+
+
 def main(argv=None) -> None:
     """Train the chapter's runs at a profile in the background (resumable): the RNNs' learning-rate
     sweep (when an RNN is asked for), then every model, ``n`` and seed at the noise levels asked for."""
@@ -395,10 +421,18 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="*", help="seeds (default: the profile's)")
     parser.add_argument("--kinds", nargs="*", choices=list(KINDS), help="models (default: all)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override settings of the profile, VALUE in JSON (e.g. ns=[100] kl_weight=3.33 "
+                             f"dynamics_layers=2); besides the profile's keys: {', '.join(LATENT_VARIANT_KEYS)}")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = get_profile("latent_ode", args.profile)
+    try:
+        settings = type(settings)(settings.chapter, settings.name, {**settings, **parse_overrides(
+            args.set, set(settings) | set(LATENT_VARIANT_KEYS))})
+    except ValueError as error:
+        parser.error(str(error))
     lrs = {}
     if set(args.kinds or KINDS) & set(RNN_KINDS):
         tuned = tune_rnn_lr(settings, progress=True)

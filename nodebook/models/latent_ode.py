@@ -45,12 +45,18 @@ class Encoder(nn.Module):
 
 
 class LatentDynamics(nn.Module):
-    """``dz/dt = f_θ(z)``: one hidden layer of ``num_hiddens`` ELU units. ``z`` (..., latent_dim)."""
+    """``dz/dt = f_θ(z)``: ``num_layers`` hidden layers of ``num_hiddens`` ELU units (the paper's text:
+    one; the public code's ``LatentODEfunc``: two). ``z`` (..., latent_dim)."""
 
-    def __init__(self, latent_dim: int = 4, num_hiddens: int = 20):
+    def __init__(self, latent_dim: int = 4, num_hiddens: int = 20, num_layers: int = 1):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent_dim, num_hiddens), nn.ELU(),
-                                 nn.Linear(num_hiddens, latent_dim))
+        if num_layers < 1:
+            raise ValueError(f"the latent dynamics need at least one hidden layer, got num_layers={num_layers}")
+        layers, width = [], latent_dim
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, num_hiddens), nn.ELU()]
+            width = num_hiddens
+        self.net = nn.Sequential(*layers, nn.Linear(num_hiddens, latent_dim))
 
     def forward(self, t, z):
         return self.net(z)
@@ -66,11 +72,11 @@ class LatentODE(nn.Module):
 
     def __init__(self, obs_dim: int = 2, latent_dim: int = 4, encoder_hiddens: int = 25,
                  dynamics_hiddens: int = 20, decoder_hiddens: int = 20, adjoint: bool = False,
-                 **solver):
+                 dynamics_layers: int = 1, **solver):
         super().__init__()
         self.latent_dim = latent_dim
         self.encoder = Encoder(obs_dim, encoder_hiddens, latent_dim)
-        self.func = LatentDynamics(latent_dim, dynamics_hiddens)
+        self.func = LatentDynamics(latent_dim, dynamics_hiddens, dynamics_layers)
         self.decoder = nn.Sequential(nn.Linear(latent_dim, decoder_hiddens), nn.ReLU(),
                                      nn.Linear(decoder_hiddens, obs_dim))
         self.adjoint = adjoint
