@@ -5,14 +5,8 @@ from nodebook.profiles import get_profile
 from nodebook.experiments import latent_ode as E
 from nodebook.models import latent_ode as L
 from nodebook.data.spirals import archimedean, sample_observations, Observations
-S = get_profile('latent_ode', 'book')
+from common import S, load  # noqa: E402
 t0 = time.time()
-def load(n, seed, noise):
-    for f in glob.glob(f'checkpoints/latent_ode-latent-n{n}-*.pt'):
-        c = torch.load(f, map_location='cpu', weights_only=True)
-        k = c['settings']
-        if k['seed'] == seed and k['noise_std'] == noise and k['batch_size'] == 700:
-            m = E.build('latent ODE', S); m.load_state_dict(c['model']); m.eval(); return m
 noise = float(sys.argv[1]) if len(sys.argv) > 1 else 0.1
 seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 train, val, test = E.make_data(S, seed, noise)

@@ -4,13 +4,7 @@ sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]
 from nodebook.profiles import get_profile
 from nodebook.experiments import latent_ode as E
 from nodebook.models import latent_ode as L
-S = get_profile('latent_ode', 'book')
-def load(n, seed, noise):
-    for f in glob.glob(f'checkpoints/latent_ode-latent-n{n}-*.pt'):
-        c = torch.load(f, map_location='cpu', weights_only=True)
-        k = c['settings']
-        if k['seed'] == seed and k['noise_std'] == noise and k['batch_size'] == 700:
-            m = E.build('latent ODE', S); m.load_state_dict(c['model']); m.eval(); return m
+from common import S, load  # noqa: E402
 for noise in (0.1, 0.3):
   for seed in (0, 1, 2):
     train, val, test = E.make_data(S, seed, noise)
