@@ -282,3 +282,10 @@ def test_a_run_trains_on_until_its_curve_is_flat(tmp_path, monkeypatch):
     assert key["until_flat"] == [ex.FLAT_NATS, ex.FLAT_RELATIVE, 3]
     with pytest.raises(ValueError, match="max_factor"):
         ex.training_budget(dict(settings, max_factor=0.5), "kl")
+
+
+def test_command_line_rejects_seeds_outside_the_profile(capsys):
+    """``--seeds`` only selects among the profile's ml_seeds, and says which it does not know, before training."""
+    with pytest.raises(SystemExit):
+        ex.main(["--kinds", "nf", "--parts", "ml", "--seeds", "0", "97"])
+    assert "--seeds [97] are not among the profile's ml_seeds" in capsys.readouterr().err

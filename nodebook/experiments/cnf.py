@@ -694,11 +694,17 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
                         help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
                              "training with Hutchinson's estimator against the exact trace")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="only these of the profile's ml_seeds (to share the Fig. 5/6 runs between processes)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = command_line_settings()
+    seeds = settings["ml_seeds"] if args.seeds is None else args.seeds
+    unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
+    if unknown:
+        parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
     for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
         print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
@@ -711,7 +717,7 @@ def main(argv=None) -> None:
                 _, run = annealing_ablation(settings, tuned["choice"], progress=True)
                 print(f"nf without annealing on {ABLATION_TARGET}: final KL {final_kl(run):.4f}", flush=True)
         if "ml" in args.parts:
-            for seed in settings["ml_seeds"]:
+            for seed in seeds:
                 for data in SAMPLERS:
                     _, run = fit_max_likelihood(data, kind, settings, seed=seed, optimizer=optimizers[kind],
                                                 progress=True)
