@@ -139,6 +139,7 @@ def test_recipe_keys_hold_the_optimizer_and_the_annealing():
     # the recipe trains the CNF adaptively at the paper's tolerance, the NF at least as long
     assert recipe["train_method"] == "dopri5" and recipe["train_tol"] == 1e-05
     assert recipe["match_iterations_nf"] >= recipe["match_iterations_cnf"]
+    assert recipe["tune_iterations_nf"] >= recipe["match_iterations_cnf"]
     assert recipe["ml_iterations_nf"] >= recipe["ml_iterations_cnf"] and len(recipe["ml_seeds"]) >= 3
 
 
@@ -160,7 +161,8 @@ def test_annealed_step_resumes_its_schedule_and_logs_the_kl(monkeypatch):
 
 def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
-    settings = dict(ex.command_line_settings(), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
+    settings = dict(ex.command_line_settings(), widths=[2], match_iterations_nf=6, tune_iterations_nf=4,
+                    num_chunks=2, batch_size=8,
                     optimizers_nf=[["adam", 1e-3], ["sgd", 1e9]])  # the absurd rate diverges or does worse
     finals = {}
     real = ex.match_density
@@ -173,6 +175,9 @@ def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     tuned = ex.tune_optimizer("nf", settings)
     assert tuned["kl"] == finals and tuned["choice"] == min(finals, key=finals.get)
     assert len(list(tmp_path.glob("cnf-match-two_waves-nf2-*.pt"))) == 2  # one checkpoint per optimizer
+    # the sweep trains tune_iterations_nf, not the runs' match_iterations_nf
+    keys = [torch.load(path, weights_only=False)["settings"] for path in tmp_path.glob("cnf-match-*.pt")]
+    assert [key["iterations"] for key in keys] == [4, 4]
 
 
 def test_a_curve_still_falls_only_by_more_than_both_margins():
