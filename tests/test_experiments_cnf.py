@@ -42,6 +42,7 @@ def test_the_book_profile_trains_as_the_issue_asks():
     book = get_profile("cnf", "book")
     assert book.train_method == "dopri5" and book.train_tol == 1e-05
     assert book.match_iterations_nf >= book.match_iterations_cnf and book.ml_iterations_nf >= book.ml_iterations_cnf
+    assert book.tune_iterations_nf >= book.match_iterations_cnf
     assert len(book.ml_seeds) >= 3 and len(book.hutch_seeds) >= 3
 
 
@@ -156,7 +157,8 @@ def test_annealed_step_resumes_its_schedule_and_logs_the_kl(monkeypatch):
 
 def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
-    settings = dict(get_profile("cnf", "book"), widths=[2], match_iterations_nf=4, num_chunks=2, batch_size=8,
+    settings = dict(get_profile("cnf", "book"), widths=[2], match_iterations_nf=6, tune_iterations_nf=4,
+                    num_chunks=2, batch_size=8,
                     optimizers_nf=[["adam", 1e-3], ["sgd", 1e9]])  # the absurd rate diverges or does worse
     finals = {}
     real = ex.match_density
@@ -169,6 +171,9 @@ def test_tuning_keeps_the_lowest_final_kl(tmp_path, monkeypatch):
     tuned = ex.tune_optimizer("nf", settings)
     assert tuned["kl"] == finals and tuned["choice"] == min(finals, key=finals.get)
     assert len(list(tmp_path.glob("cnf-match-two_waves-nf2-*.pt"))) == 2  # one checkpoint per optimizer
+    # the sweep trains tune_iterations_nf, not the runs' match_iterations_nf
+    keys = [torch.load(path, weights_only=False)["settings"] for path in tmp_path.glob("cnf-match-*.pt")]
+    assert [key["iterations"] for key in keys] == [4, 4]
 
 
 def test_a_curve_still_falls_only_by_more_than_both_margins():
@@ -295,3 +300,10 @@ def test_paper_cost_projects_the_measured_seconds_per_iteration():
     assert cost["nf"]["hours_max"] == pytest.approx(5 * cost["nf"]["hours_min"])
     with pytest.raises(ValueError, match="part"):
         ex.paper_cost(runs, settings, paper, part="hutch")
+
+
+def test_command_line_rejects_seeds_outside_the_profile(capsys):
+    """``--seeds`` only selects among the profile's ml_seeds, and says which it does not know, before training."""
+    with pytest.raises(SystemExit):
+        ex.main(["--kinds", "nf", "--parts", "ml", "--seeds", "0", "97"])
+    assert "--seeds [97] are not among the profile's ml_seeds" in capsys.readouterr().err

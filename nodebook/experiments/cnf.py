@@ -252,13 +252,15 @@ def final_kl(run) -> float:
 
 def tune_optimizer(kind: str, settings: dict, *, device="cpu", retrain: bool = False,
                    progress: bool = False) -> dict:
-    """Choose ``kind``'s optimizer and rate: fit the widest flow to ``tune_target`` with each
-    (name, rate) of ``optimizers_<kind>`` (first seed) and keep the lowest final KL
-    (:func:`final_kl`). Returns ``{"choice": (name, rate), "kl": {(name, rate): KL}}``; the chosen
-    run is also that target's run in :func:`density_matching_runs`."""
+    """Choose ``kind``'s optimizer and rate: fit the widest flow to ``tune_target`` for
+    ``tune_iterations_<kind>`` iterations (then on until flat) with each (name, rate) of
+    ``optimizers_<kind>`` (first seed) and keep the lowest final KL (:func:`final_kl`). Returns
+    ``{"choice": (name, rate), "kl": {(name, rate): KL}}``; where ``tune_iterations_<kind>`` equals
+    ``match_iterations_<kind>``, the chosen run is also that target's run in :func:`density_matching_runs`."""
     scores = {}
+    sweep = dict(settings, **{f"match_iterations_{kind}": settings[f"tune_iterations_{kind}"]})
     for name, lr in settings[f"optimizers_{kind}"]:
-        _, run = match_density(settings["tune_target"], kind, max(settings["widths"]), settings, device=device,
+        _, run = match_density(settings["tune_target"], kind, max(settings["widths"]), sweep, device=device,
                                optimizer=(name, lr), retrain=retrain, progress=progress)
         scores[name, lr] = final_kl(run)
     finite = {choice: v for choice, v in scores.items() if math.isfinite(v)}
@@ -678,12 +680,22 @@ def main(argv=None) -> None:
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
                         help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
                              "training with Hutchinson's estimator against the exact trace")
+    parser.add_argument("--seeds", nargs="*", type=int, default=None,
+                        help="only these of the profile's ml_seeds (to share the Fig. 5/6 runs between processes)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from nodebook.profiles import get_profile
     settings = get_profile("cnf", "book")
+    seeds = settings["ml_seeds"] if args.seeds is None else args.seeds
+    unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
+    if unknown:
+        parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
+    seeds = settings["ml_seeds"] if args.seeds is None else args.seeds
+    unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
+    if unknown:
+        parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
     for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
         print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
@@ -696,7 +708,7 @@ def main(argv=None) -> None:
                 _, run = annealing_ablation(settings, tuned["choice"], progress=True)
                 print(f"nf without annealing on {ABLATION_TARGET}: final KL {final_kl(run):.4f}", flush=True)
         if "ml" in args.parts:
-            for seed in settings["ml_seeds"]:
+            for seed in seeds:
                 for data in SAMPLERS:
                     _, run = fit_max_likelihood(data, kind, settings, seed=seed, optimizer=optimizers[kind],
                                                 progress=True)
