@@ -692,10 +692,6 @@ def main(argv=None) -> None:
     unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
     if unknown:
         parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
-    seeds = settings["ml_seeds"] if args.seeds is None else args.seeds
-    unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
-    if unknown:
-        parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
     for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
         print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
