@@ -17,6 +17,7 @@ model) raises :class:`CheckpointError` naming the file and the remedy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,21 @@ from nodebook.utils import REPO_ROOT, env_path
 
 class TrainingDisabled(RuntimeError):
     """A run would have to train, but ``$NODEBOOK_NO_TRAIN`` forbids it (``make book``)."""
+
+
+@contextlib.contextmanager
+def training_disabled():
+    """Within this block :func:`load_or_train` only loads (as with ``$NODEBOOK_NO_TRAIN``): a run that
+    has no finished checkpoint raises :class:`TrainingDisabled` instead of training."""
+    before = os.environ.get("NODEBOOK_NO_TRAIN")
+    os.environ["NODEBOOK_NO_TRAIN"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["NODEBOOK_NO_TRAIN"]
+        else:
+            os.environ["NODEBOOK_NO_TRAIN"] = before
 
 
 class CheckpointError(RuntimeError):

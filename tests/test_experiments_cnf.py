@@ -52,20 +52,19 @@ def test_every_book_run_loads_from_a_committed_checkpoint(monkeypatch):
     monkeypatch.setenv("NODEBOOK_NO_TRAIN", "1")
     monkeypatch.delenv("NODEBOOK_CHECKPOINTS", raising=False)
     P = get_profile("cnf", "book")
-    used = set()
-    optimizers = {}
+    sweeps, optimizers = [], {}
     for kind in ex.KINDS:
         tuned = ex.tune_optimizer(kind, P)
         assert set(tuned["kl"]) == {tuple(o) for o in P[f"optimizers_{kind}"]}
         optimizers[kind] = tuned["choice"]
-    runs = list(ex.density_matching_runs(P, optimizers).values())
+        sweeps += list(tuned["runs"].values())
+    matched = ex.density_matching_runs(P, optimizers)
+    repeats = ex.repeated_matching_runs(P, optimizers, ex.close_pairs(matched, P.close_ratio))
+    runs = sweeps + list(matched.values()) + list(repeats.values())
     runs += [ex.annealing_ablation(P, optimizers["nf"])]
     for seed in P.ml_seeds:
         runs += list(ex.max_likelihood_runs(P, optimizers, seed=seed).values())
     runs += list(ex.hutchinson_training_runs(P).values())
-    for kind in ex.KINDS:
-        for name, lr in P[f"optimizers_{kind}"]:
-            runs.append(ex.match_density(P.tune_target, kind, max(P.widths), P, (name, lr)))
     assert all(run.source == "loaded" for _, run in runs)
     used = {run.path.name for _, run in runs}
     committed = {p.name for p in (REPO_ROOT / "checkpoints").glob("cnf-*.pt")}
@@ -307,3 +306,46 @@ def test_command_line_rejects_seeds_outside_the_profile(capsys):
     with pytest.raises(SystemExit):
         ex.main(["--kinds", "nf", "--parts", "ml", "--seeds", "0", "97"])
     assert "--seeds [97] are not among the profile's ml_seeds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ex.main(["--kinds", "nf", "--parts", "repeats", "--seeds", "1", "5"])
+    assert "--seeds [5] are not among the profile's match_seeds" in capsys.readouterr().err
+
+
+def test_close_pairs_are_the_comparisons_one_seed_cannot_rank():
+    from pathlib import Path
+
+    from nodebook.checkpoint import Run
+
+    def run(kl):
+        return None, Run("r", Path("r.pt"), "loaded", [dict(step=0, kl=kl)])
+    matched = {("ring", "nf", 2): run(0.7), ("ring", "cnf", 2): run(0.08),     # 8.75x apart: ranked
+               ("ring", "nf", 8): run(0.05), ("ring", "cnf", 8): run(0.07),    # 1.4x: close
+               ("wave", "nf", 8): run(0.02), ("wave", "cnf", 8): run(0.04),    # exactly 2x: close
+               ("wave", "nf", 32): run(float("nan")), ("wave", "cnf", 32): run(0.01)}  # diverged: not close
+    assert ex.close_pairs(matched, 2.0) == [("ring", 8), ("wave", 8)]
+    assert ex.close_pairs(matched, 1.0) == []
+    with pytest.raises(ValueError, match="close_ratio"):
+        ex.close_pairs(matched, 0.5)
+
+
+def test_repeats_train_both_families_of_each_close_pair_with_the_other_seeds(tmp_path, monkeypatch):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))
+    settings = dict(get_profile("cnf", "book"), widths=[2], match_iterations_nf=4, match_iterations_cnf=2,
+                    num_chunks=2, batch_size=8, max_factor=1, train_method="rk4", train_step_size=0.5,
+                    match_seeds=[0, 1, 2], anneal_iterations=1)
+    optimizers = {"nf": ("adam", 1e-3), "cnf": ("adam", 1e-3)}
+    runs = ex.repeated_matching_runs(settings, optimizers, [("wave (U2)", 2)], seed=1)
+    assert set(runs) == {("wave (U2)", kind, 2, s) for kind in ("cnf", "nf") for s in (0, 2)}
+    assert {torch.load(p, weights_only=False)["settings"]["seed"] for p in tmp_path.glob("cnf-match-*.pt")} == {0, 2}
+    only = ex.repeated_matching_runs(settings, optimizers, [("wave (U2)", 2)], seed=1, kinds=["nf"], seeds=[2])
+    assert set(only) == {("wave (U2)", "nf", 2, 2)}
+
+
+def test_the_repeats_part_needs_the_first_seed_of_both_families(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("NODEBOOK_CHECKPOINTS", str(tmp_path))  # nothing committed here: nothing to repeat yet
+    monkeypatch.delenv("NODEBOOK_NO_TRAIN", raising=False)
+    with pytest.raises(SystemExit):
+        ex.main(["--kinds", "cnf", "--parts", "repeats"])
+    assert "--parts repeats needs every Fig. 4 run of both families first" in capsys.readouterr().err
+    import os
+    assert "NODEBOOK_NO_TRAIN" not in os.environ  # training_disabled restored the environment

@@ -31,6 +31,7 @@ from torch import nn
 from nodebook import record_stats
 from nodebook.stats import format_mean_spread, mean_spread
 from nodebook.tables import markdown_table
+from nodebook.checkpoint import TrainingDisabled, training_disabled
 from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
 from nodebook.models.cnf import (CNF, NOISES, MLPDynamics, PlanarDynamics, negative_log_likelihood,
                                  reverse_kl, reverse_kl_terms)
@@ -255,18 +256,18 @@ def tune_optimizer(kind: str, settings: dict, *, device="cpu", retrain: bool = F
     """Choose ``kind``'s optimizer and rate: fit the widest flow to ``tune_target`` for
     ``tune_iterations_<kind>`` iterations (then on until flat) with each (name, rate) of
     ``optimizers_<kind>`` (first seed) and keep the lowest final KL (:func:`final_kl`). Returns
-    ``{"choice": (name, rate), "kl": {(name, rate): KL}}``; where ``tune_iterations_<kind>`` equals
+    ``{"choice": (name, rate), "kl": {(name, rate): KL}, "runs": {(name, rate): (model, run)}}``; where ``tune_iterations_<kind>`` equals
     ``match_iterations_<kind>``, the chosen run is also that target's run in :func:`density_matching_runs`."""
-    scores = {}
+    scores, runs = {}, {}
     sweep = dict(settings, **{f"match_iterations_{kind}": settings[f"tune_iterations_{kind}"]})
     for name, lr in settings[f"optimizers_{kind}"]:
-        _, run = match_density(settings["tune_target"], kind, max(settings["widths"]), sweep, device=device,
-                               optimizer=(name, lr), retrain=retrain, progress=progress)
-        scores[name, lr] = final_kl(run)
+        runs[name, lr] = match_density(settings["tune_target"], kind, max(settings["widths"]), sweep,
+                                       device=device, optimizer=(name, lr), retrain=retrain, progress=progress)
+        scores[name, lr] = final_kl(runs[name, lr][1])
     finite = {choice: v for choice, v in scores.items() if math.isfinite(v)}
     if not finite:
         raise RuntimeError(f"every optimizer of {settings[f'optimizers_{kind}']} diverged for the {kind}")
-    return {"choice": min(finite, key=finite.get), "kl": scores}
+    return {"choice": min(finite, key=finite.get), "kl": scores, "runs": runs}
 
 
 ABLATION_TARGET = "ring (U1)"  # two symmetric lobes: a flow on one of them has KL log 2
@@ -343,6 +344,32 @@ def paper_cost(runs: dict, settings: dict, paper: dict, part: str = "match"):
         out[kind] = {"seconds_per_iteration": seconds, "iterations": iterations, "hours_min": hours,
                      "hours_max": hours * factor}
     return out
+
+
+def close_pairs(matched: dict, ratio: float) -> list:
+    """The ``(target, width)`` pairs of ``matched`` (Fig. 4 runs keyed ``(target, kind, width)``, one
+    seed) whose CNF and NF final training KLs (:func:`final_kl`) lie within a factor ``ratio`` of each
+    other: the comparisons one seed cannot rank, in ``matched``'s order."""
+    if ratio < 1:
+        raise ValueError(f"close_ratio must be >= 1, got {ratio}")
+    pairs = []
+    for target, kind, width in matched:
+        if kind == "cnf" and (target, "nf", width) in matched:
+            a, b = final_kl(matched[target, "cnf", width][1]), final_kl(matched[target, "nf", width][1])
+            if math.isfinite(a) and math.isfinite(b) and max(a, b) <= ratio * min(a, b):
+                pairs.append((target, width))
+    return pairs
+
+
+def repeated_matching_runs(settings: dict, optimizers: dict, pairs, *, seed: int = 0, kinds=KINDS, seeds=None,
+                           device="cpu", retrain: bool = False, progress: bool = False) -> dict:
+    """The Fig. 4 runs of ``pairs`` (:func:`close_pairs`) again, for each family of ``kinds``, with every
+    seed of ``match_seeds`` other than ``seed`` (only those in ``seeds``, if given):
+    ``{(target, kind, width, seed): (model, run)}``."""
+    return {(target, kind, width, s): match_density(target, kind, width, settings, optimizers[kind], seed=s,
+                                                    device=device, retrain=retrain, progress=progress)
+            for target, width in pairs for kind in kinds for s in settings["match_seeds"]
+            if s != seed and (seeds is None or s in seeds)}
 
 
 def density_matching_runs(settings: dict, optimizers: dict, *, seed: int = 0, device="cpu",
@@ -668,7 +695,7 @@ def trained_trace_table(runs: dict, trained: dict, entropy: float):
 
 # ------------------------------------------------------------------ command line
 
-PARTS = ("match", "ml", "hutch")
+PARTS = ("match", "repeats", "ml", "hutch")
 
 
 def main(argv=None) -> None:
@@ -678,23 +705,40 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
-                        help="match: the sweep and Fig. 4; ml: Fig. 5/6 (needs the sweep); hutch: "
-                             "training with Hutchinson's estimator against the exact trace")
+                        help="match: the sweep and Fig. 4; repeats: the Fig. 4 runs one seed leaves close, "
+                             "over the other match_seeds (needs both families' Fig. 4 runs); ml: Fig. 5/6 "
+                             "(needs the sweep); hutch: training with Hutchinson's estimator against the exact trace")
     parser.add_argument("--seeds", nargs="*", type=int, default=None,
-                        help="only these of the profile's ml_seeds (to share the Fig. 5/6 runs between processes)")
+                        help="only these of the profile's ml_seeds (ml) and match_seeds (repeats), to share "
+                             "the runs between processes")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from nodebook.profiles import get_profile
     settings = get_profile("cnf", "book")
+    known = {"ml": "ml_seeds", "repeats": "match_seeds"}
+    for part, key in known.items():
+        unknown = sorted(set(args.seeds or ()) - set(settings[key]))
+        if part in args.parts and unknown:
+            parser.error(f"--seeds {unknown} are not among the profile's {key} {settings[key]}")
     seeds = settings["ml_seeds"] if args.seeds is None else args.seeds
-    unknown = sorted(set(seeds) - set(settings["ml_seeds"]))
-    if unknown:
-        parser.error(f"--seeds {unknown} are not among the profile's ml_seeds {settings['ml_seeds']}")
-    for kind in args.kinds if set(args.parts) & {"match", "ml"} else ():
+
+    def first_seed():  # both families' tuned choices and the pairs their seed-0 Fig. 4 runs leave close
+        try:
+            with training_disabled():  # the seed-0 runs of both families come first (--parts match)
+                chosen = {k: tune_optimizer(k, settings)["choice"] for k in KINDS}
+                matched = density_matching_runs(settings, chosen, seed=0)
+        except TrainingDisabled as missing:
+            parser.error(f"--parts repeats needs every Fig. 4 run of both families first "
+                         f"(--parts match for each): {missing}")
+        return chosen, close_pairs(matched, settings["close_ratio"])
+    # without --parts match, check before anything trains
+    repeats = first_seed() if "repeats" in args.parts and "match" not in args.parts else None
+    for kind in args.kinds if set(args.parts) & {"match", "ml", "repeats"} else ():
         tuned = tune_optimizer(kind, settings, progress=True)
-        print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned, flush=True)
+        print(f"{kind}: optimizer chosen on {settings['tune_target']}:", tuned["choice"], "final KLs:",
+              tuned["kl"], flush=True)
         optimizers = {kind: tuned["choice"]}
         if "match" in args.parts:
             for target, width in product(TARGETS, settings["widths"]):
@@ -703,6 +747,12 @@ def main(argv=None) -> None:
             if kind == "nf":
                 _, run = annealing_ablation(settings, tuned["choice"], progress=True)
                 print(f"nf without annealing on {ABLATION_TARGET}: final KL {final_kl(run):.4f}", flush=True)
+        if "repeats" in args.parts:
+            chosen, pairs = repeats or first_seed()
+            print(f"close after one seed (within {settings['close_ratio']}x):", pairs, flush=True)
+            for key, (_, run) in repeated_matching_runs(settings, chosen, pairs, kinds=[kind], seeds=args.seeds,
+                                                        progress=True).items():
+                print(f"{key}: final KL {final_kl(run):.4f}", flush=True)
         if "ml" in args.parts:
             for seed in seeds:
                 for data in SAMPLERS:
