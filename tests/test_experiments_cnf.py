@@ -349,3 +349,55 @@ def test_the_repeats_part_needs_the_first_seed_of_both_families(tmp_path, monkey
     assert "--parts repeats needs every Fig. 4 run of both families first" in capsys.readouterr().err
     import os
     assert "NODEBOOK_NO_TRAIN" not in os.environ  # training_disabled restored the environment
+
+
+def test_kl_estimates_key_repeated_runs_and_match_the_evaluation():
+    settings = dict(get_profile("cnf", "smoke"), widths=[2], grid_size=4, eval_samples=512)
+    model = ex.build("nf", 2, settings)
+    se = {}
+    kl, *_ = ex.evaluate_density_matching({("ring (U1)", "nf", 2): (model, None)}, settings, seed=3, standard_errors=se)
+    repeated = ex.kl_estimates({("ring (U1)", "nf", 2, 1): (model, None)}, settings, seed=3)
+    # the same model and evaluation seed: the same estimate, whatever the key's seed says
+    assert repeated["ring (U1)", "nf", 2, 1] == pytest.approx((kl["ring (U1)", "nf", 2], se["ring (U1)", "nf", 2]))
+    assert kl["ring (U1)", "nf", 2] > 0  # an untrained flow is far from the ring
+
+
+def test_equal_width_verdicts_rank_only_beyond_the_spread():
+    kl = {("ring", "cnf", 2): 0.08, ("ring", "nf", 2): 0.70,       # one seed, far apart: ranked
+          ("ring", "cnf", 8): 0.070, ("ring", "nf", 8): 0.075,     # one seed, within 2 SE: tie
+          ("wave", "cnf", 8): 0.018, ("wave", "nf", 8): 0.016}     # repeated below
+    se = {key: 0.003 for key in kl}
+    repeated = {("wave", "cnf", 8, 1): (0.020, 0.001), ("wave", "cnf", 8, 2): (0.019, 0.001),
+                ("wave", "nf", 8, 1): (0.010, 0.001), ("wave", "nf", 8, 2): (0.013, 0.001)}
+    summary = ex.kl_over_seeds(kl, se, repeated)
+    assert summary["ring", "nf", 2] == (0.70, 0.003, 1)
+    mean, spread, seeds = summary["wave", "nf", 8]
+    assert seeds == 3 and mean == pytest.approx(0.013) and spread == pytest.approx(0.003)
+    verdicts = ex.equal_width_verdicts(summary)
+    assert verdicts == {("ring", 2): "CNF lower", ("ring", 8): "tie", ("wave", 8): "NF lower"}
+    # a wider spread over the seeds turns the ranking into a tie
+    wide = {**repeated, ("wave", "nf", 8, 2): (0.025, 0.001)}
+    assert ex.equal_width_verdicts(ex.kl_over_seeds(kl, se, wide))["wave", 8] == "tie"
+    table = ex.equal_width_table(summary, verdicts).data
+    assert "| wave | 8 | 0.013 ± 0.003 (3 seeds) | 0.019 ± 0.001 (3 seeds) | NF lower |" in table
+    assert "| ring | 2 | 0.700 ± 0.003 (1 seed) | 0.080 ± 0.003 (1 seed) | CNF lower |" in table
+
+
+def test_kl_against_width_draws_the_spread_as_error_bars():
+    import matplotlib
+    matplotlib.use("Agg")
+    from nodebook.plotting.cnf import plot_kl_vs_width
+    kl = {("ring", kind, w): v for kind in ("nf", "cnf") for w, v in ((2, 0.5), (8, 0.05))}
+    fig = plot_kl_vs_width(kl, [2, 8], spread={("ring", "nf", 8): 0.01, ("ring", "cnf", 2): 1.0})
+    bars = {c.get_label(): c for c in fig.axes[0].containers}
+    nf, cnf = bars["NF, ring"], bars["CNF, ring"]
+    nf_segments = nf.lines[2][0].get_segments()
+    assert [tuple(seg[:, 1].round(4)) for seg in nf_segments] == [(0.5, 0.5), (0.04, 0.06)]
+    # the CNF's spread at width 2 exceeds its value: the bar stops above zero on the log axis
+    low, high = cnf.lines[2][0].get_segments()[0][:, 1]
+    assert 0 < low < 0.5 and high == pytest.approx(1.5)
+
+
+def test_training_solver_in_words():
+    assert ex.training_solver_text(get_profile("cnf", "book")) == "dopri5 at tolerance 1e-05"
+    assert ex.training_solver_text(get_profile("cnf", "smoke")) == "rk4 with step 0.25"

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from nodebook import record_stats
-from nodebook.stats import format_mean_spread, mean_spread
+from nodebook.stats import format_mean_spread, mean_spread, separated
 from nodebook.tables import markdown_table
 from nodebook.checkpoint import TrainingDisabled, training_disabled
 from nodebook.data.toy2d import SAMPLERS, TARGETS, grid, log_normaliser, log_target, sample
@@ -116,6 +116,12 @@ def solver_key(settings: dict) -> dict:
     if SOLVERS[method].adaptive:
         return {"method": method, "tol": settings["train_tol"]}
     return {"method": method, "step_size": settings["train_step_size"]}
+
+
+def training_solver_text(settings: dict) -> str:
+    """The CNF's training solver in words: ``"dopri5 at tolerance 1e-05"`` or ``"rk4 with step 0.25"``."""
+    key = solver_key(settings)
+    return f"{key['method']} at tolerance {key['tol']}" if "tol" in key else f"{key['method']} with step {key['step_size']}"
 
 
 def annealing_weight(iteration: int, anneal_iterations: int) -> float:
@@ -407,32 +413,88 @@ def seconds_per_iteration(adjoint: bool, settings: dict, optimizer: tuple[str, f
 
 # ------------------------------------------------------------------ evaluation
 
-def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, device="cpu",
-                              standard_errors: dict | None = None):
-    """KL(q || p) in nats of each fit (``eval_samples`` fresh samples, the CNF integrated by
-    ``eval_method`` at ``eval_tol``) and the densities on the [-4, 4]^2 grid.
-
-    Returns ``(kl, learned, targets, extent)``: ``kl[target, kind, width]`` (float),
-    ``learned[target, kind, width]`` and ``targets[target]`` (densities on the grid, on the CPU).
-    A dict passed as ``standard_errors`` receives each KL's Monte Carlo standard error
-    (the standard deviation of log q - log p over the samples / sqrt(samples)).
-    """
+def kl_estimates(runs: dict, settings: dict, *, seed: int = 0, device="cpu") -> dict:
+    """KL(q || p) in nats of each fit of ``runs`` (keyed ``(target, kind, width, ...)``, values
+    ``(model, run)``) from ``eval_samples`` fresh samples, the CNF integrated by ``eval_method`` at
+    ``eval_tol``, with its Monte Carlo standard error (the standard deviation of log q - log p over the
+    samples / sqrt(samples)): ``{key: (kl, standard_error)}``."""
     log_Z = {target: log_normaliser(target) for target in TARGETS}
     torch.manual_seed(seed)  # the same evaluation samples whether the runs were loaded or trained
-    points, _, extent = grid(4.0, settings["grid_size"])
-    points = points.to(device)
-    kl, learned = {}, {}
-    for (target, kind, width), (model, _) in matched.items():
+    out = {}
+    for key, (model, _) in runs.items():
+        target, kind = key[0], key[1]
         if kind == "cnf":
             model.use_solver(settings["eval_method"], settings["eval_tol"], settings["eval_tol"])
         with torch.no_grad():
             logq, logp = reverse_kl_terms(model, partial(log_target, target), settings["eval_samples"])
-        kl[target, kind, width] = (logq - logp).mean().item() + log_Z[target]
-        if standard_errors is not None:
-            standard_errors[target, kind, width] = (logq - logp).std().item() / math.sqrt(len(logq))
-        learned[target, kind, width] = log_density(model, points).exp().cpu()
+        gap = (logq - logp).double()
+        out[key] = (gap.mean().item() + log_Z[target], gap.std().item() / math.sqrt(len(gap)))
+    return out
+
+
+def evaluate_density_matching(matched: dict, settings: dict, *, seed: int = 0, device="cpu",
+                              standard_errors: dict | None = None):
+    """KL(q || p) in nats of each fit (:func:`kl_estimates`) and the densities on the [-4, 4]^2 grid.
+
+    Returns ``(kl, learned, targets, extent)``: ``kl[target, kind, width]`` (float),
+    ``learned[target, kind, width]`` and ``targets[target]`` (densities on the grid, on the CPU).
+    A dict passed as ``standard_errors`` receives each KL's Monte Carlo standard error.
+    """
+    estimates = kl_estimates(matched, settings, seed=seed, device=device)
+    kl = {key: value for key, (value, _) in estimates.items()}
+    if standard_errors is not None:
+        standard_errors.update({key: se for key, (_, se) in estimates.items()})
+    points, _, extent = grid(4.0, settings["grid_size"])
+    points = points.to(device)
+    learned = {key: log_density(model, points).exp().cpu() for key, (model, _) in matched.items()}
+    log_Z = {target: log_normaliser(target) for target in TARGETS}
     targets = {target: (log_target(target, points) - log_Z[target]).exp().cpu() for target in TARGETS}
     return kl, learned, targets, extent
+
+
+def kl_over_seeds(kl: dict, standard_errors: dict, repeated: dict) -> dict:
+    """Each Fig. 4 fit's KL as ``(mean, spread, seeds)``: over the first seed's ``kl[target, kind,
+    width]`` and the repeats' ``repeated[target, kind, width, seed]`` (``(kl, standard error)``, from
+    :func:`kl_estimates`) where it was repeated, the spread being the standard deviation over the
+    seeds; otherwise the one seed's value with its Monte Carlo standard error as the spread."""
+    out = {}
+    for key, value in kl.items():
+        values = [value] + [v for (t, k, w, _), (v, _) in repeated.items() if (t, k, w) == key]
+        out[key] = (*mean_spread(values), len(values)) if len(values) > 1 else (value, standard_errors[key], 1)
+    return out
+
+
+def kl_lower(summary: dict, a, b) -> bool:
+    """Whether fit ``a``'s KL lies below fit ``b``'s beyond the noise (keys of ``summary``, from
+    :func:`kl_over_seeds`): over several seeds each, ``a``'s mean ± spread wholly below ``b``'s
+    (:func:`nodebook.stats.separated`); otherwise by more than two standard errors of the difference."""
+    (ma, sa, na), (mb, sb, nb) = summary[a], summary[b]
+    if na > 1 and nb > 1:
+        return separated((ma, sa), (mb, sb))
+    return ma + 2 * math.hypot(sa, sb) < mb
+
+
+def equal_width_verdicts(summary: dict) -> dict:
+    """The CNF against the NF at each (target, width) of ``summary`` (:func:`kl_over_seeds`):
+    ``"CNF lower"``, ``"NF lower"`` or ``"tie"`` (neither :func:`kl_lower` than the other)."""
+    verdicts = {}
+    for target, kind, width in summary:
+        if kind == "cnf" and (target, "nf", width) in summary:
+            cnf, nf = (target, "cnf", width), (target, "nf", width)
+            verdicts[target, width] = ("CNF lower" if kl_lower(summary, cnf, nf)
+                                       else "NF lower" if kl_lower(summary, nf, cnf) else "tie")
+    return verdicts
+
+
+def equal_width_table(summary: dict, verdicts: dict):
+    """Fig. 4 at equal width: both families' KL (mean ± spread over the seeds, or the one seed's value
+    ± its standard error), the number of seeds and the verdict (:func:`equal_width_verdicts`)."""
+    def cell(key):
+        mean, spread, seeds = summary[key]
+        return f"{format_mean_spread(mean, spread, digits=3)} ({seeds} seed{'s' if seeds > 1 else ''})"
+    return markdown_table(["target", "width", "NF KL [nats]", "CNF KL [nats]", "verdict"],
+                          [[t, w, cell((t, "nf", w)), cell((t, "cnf", w)), verdict]
+                           for (t, w), verdict in verdicts.items()])
 
 
 def evaluate_max_likelihood(ml: dict, settings: dict, *, seed: int = 0, device="cpu"):
@@ -505,14 +567,17 @@ def hutchinson_table(dims, cost: dict, spread: dict, zscores: dict):
 
 
 def summary_table(kl: dict, nll: dict, widest: int, ml_width: int, speedup: float, dim: int):
-    """The chapter's headline numbers (``nll`` values: floats, or (mean, spread) over seeds). The paper
+    """The chapter's headline numbers (``kl`` and ``nll`` values: floats, or (mean, spread[, seeds]) over
+    seeds, e.g. from :func:`kl_over_seeds` and :func:`nll_over_seeds`). The paper
     shows Figs. 4-6 as pictures only: no paper column values."""
     none = "figure only (no number)"
     rows = [[f"test NLL, {data}, {kind.upper()} (width {ml_width})",
              f"{format_mean_spread(*value, digits=3) if isinstance(value, tuple) else f'{value:.3f}'} nats", none]
             for (data, kind), value in nll.items()]
     targets = list(dict.fromkeys(key[0] for key in kl))
-    rows += [[f"KL, {t}, {kind.upper()} {'M' if kind == 'cnf' else 'K'}={widest}", f"{kl[t, kind, widest]:.3f} nats",
+    def nats(value):  # a float, or (mean, spread[, seeds]) over seeds
+        return format_mean_spread(*value[:2], digits=3) if isinstance(value, tuple) else f"{value:.3f}"
+    rows += [[f"KL, {t}, {kind.upper()} {'M' if kind == 'cnf' else 'K'}={widest}", f"{nats(kl[t, kind, widest])} nats",
               none] for t in targets for kind in KINDS]
     rows.append([f"exact / Hutchinson time per iteration at D = {dim} (this machine)", f"{speedup:.1f}×",
                  "– (beyond the paper)"])

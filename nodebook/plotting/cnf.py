@@ -45,17 +45,21 @@ def plot_density_matching(targets: dict, learned: dict, widths, extent):
     return fig
 
 
-def plot_kl_vs_width(kl: dict, widths):
+def plot_kl_vs_width(kl: dict, widths, spread: dict | None = None):
     """Fig. 4 (d): KL(q || p) in nats against K (NF layers) or M (CNF hidden units), per target.
 
-    kl: (name, "nf" | "cnf", width) -> float.
+    kl: (name, "nf" | "cnf", width) -> float; spread: the same keys -> the half-width of an error bar
+    (e.g. the standard deviation over seeds), drawn where given (cut at the axis on the log scale).
     """
     names = list(dict.fromkeys(key[0] for key in kl))
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for name, color in zip(names, TARGET_COLORS):
         for kind, style in (("nf", "--"), ("cnf", "-")):
-            ax.plot(widths, [kl[name, kind, w] for w in widths], style, marker="o", color=color,
-                    label=f"{kind.upper()}, {name}")
+            values = [kl[name, kind, w] for w in widths]
+            errors = [(spread or {}).get((name, kind, w), 0.0) for w in widths]
+            below = [min(e, 0.95 * v) for e, v in zip(errors, values)]  # a log axis has no zero
+            ax.errorbar(widths, values, yerr=[below, errors], fmt=style, marker="o", color=color, capsize=2,
+                        label=f"{kind.upper()}, {name}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(widths, [str(w) for w in widths])
