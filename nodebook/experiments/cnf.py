@@ -467,7 +467,8 @@ def kl_over_seeds(kl: dict, standard_errors: dict, repeated: dict) -> dict:
 def kl_lower(summary: dict, a, b) -> bool:
     """Whether fit ``a``'s KL lies below fit ``b``'s beyond the noise (keys of ``summary``, from
     :func:`kl_over_seeds`): over several seeds each, ``a``'s mean ± spread wholly below ``b``'s
-    (:func:`nodebook.stats.separated`); otherwise by more than two standard errors of the difference."""
+    (:func:`nodebook.stats.separated`); otherwise (one of them from one seed) by more than twice the two
+    spreads combined (``hypot``: a one-seed fit's spread is its Monte Carlo standard error)."""
     (ma, sa, na), (mb, sb, nb) = summary[a], summary[b]
     if na > 1 and nb > 1:
         return separated((ma, sa), (mb, sb))
