@@ -767,7 +767,8 @@ PARTS = ("match", "repeats", "ml", "hutch")
 def main(argv=None) -> None:
     """Train the chapter's book-profile runs in the background (resumable): for
     each family asked for, its optimizer sweep on ``tune_target``, then every Fig. 4 run with the
-    chosen optimizer, then the Fig. 5/6 runs over ``ml_seeds``; then the Hutchinson training runs."""
+    chosen optimizer, then the repeats of the Fig. 4 pairs one seed leaves close (:func:`close_pairs`, over
+    the other ``match_seeds``), then the Fig. 5/6 runs over ``ml_seeds``; then the Hutchinson training runs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kinds", nargs="*", choices=KINDS, default=list(KINDS), help="flow families")
     parser.add_argument("--parts", nargs="*", choices=PARTS, default=list(PARTS),
