@@ -103,7 +103,7 @@ SETTINGS: dict[str, dict[str, dict]] = {
                      anneal_iterations=20, optimizers_nf=[["adam", 0.003], ["rmsprop", 0.003]],
                      optimizers_cnf=[["adam", 0.003]], ml_seeds=[0, 1], hutch_train_dim=4,
                      hutch_train_iterations=20, hutch_train_batch=64, hutch_seeds=[0, 1], match_seeds=[0, 1]),
-        "paper": dict(match_iterations_nf=500000, ml_iterations_nf=100000, ml_batch_size=512,
+        "paper": dict(match_iterations_nf=500000, ml_batch_size=512,
                      num_chunks=100, test_size=20000, grid_size=200, ml_grid_size=200,
                      num_plot_samples=5000, hutch_iterations=20, hutch_tol=1e-05, hutch_points=16,
                      hutch_draws=1024),
